@@ -1,0 +1,109 @@
+"""The compiled, immutable policy the proxy runs on: allowlist + ranges + ready-made headers.
+
+A Policy is built completely (files read, prefixes indexed, headers rendered) before it is
+published, and published by replacing one reference, so a request always sees one whole
+configuration, old or new, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .allowlist import Allowlist, load_allowlist
+from .errors import ConfigError, Problem
+from .headers import ChimeHeaders, build_headers
+from .ranges import Prefix, PrefixTable, RangesSnapshot, load_aws_ranges
+
+# (device, inode, size, mtime in ns) of each watched file; None where the file is missing.
+FilesSignature = tuple[tuple[int, int, int, int] | None, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    allowlist: Allowlist
+    ranges: RangesSnapshot | None
+    table: PrefixTable
+    headers: ChimeHeaders
+    # Rendered once here so the per-request work is a dict pop and two assignments.
+    http1_headers: tuple[tuple[str, str], ...]
+    http2_headers: tuple[tuple[str, str], ...]
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """Files whose change means the policy must be rebuilt."""
+        ranges_file = self.allowlist.destinations.ip_ranges
+        return (
+            (self.allowlist.path,)
+            if ranges_file is None
+            else (
+                self.allowlist.path,
+                ranges_file,
+            )
+        )
+
+    def summary(self) -> str:
+        apps = self.allowlist.apps
+        tenants = sum(len(app.tenants) for app in apps)
+        token = f", ranges syncToken {self.ranges.sync_token}" if self.ranges else ""
+        return f"{len(apps)} apps, {tenants} tenants, {len(self.table)} prefixes{token}"
+
+
+def load_policy(allowlist_path: Path) -> Policy:
+    """Read the allowlist and the ranges file it names; raises ConfigError naming file and line."""
+    allowlist = load_allowlist(allowlist_path)
+    destinations = allowlist.destinations
+    ranges: RangesSnapshot | None = None
+    prefixes: list[Prefix] = []
+    if destinations.ip_ranges is not None:
+        ranges = _load_ranges(allowlist)
+        prefixes.extend(ranges.prefixes)
+    prefixes.extend(Prefix(network, "cidrs", "", "cidrs") for network in destinations.cidrs)
+    headers = build_headers(allowlist.header_input())
+    return Policy(
+        allowlist=allowlist,
+        ranges=ranges,
+        table=PrefixTable(tuple(prefixes)),
+        headers=headers,
+        http1_headers=headers.items(),
+        http2_headers=headers.items_lowercase(),
+    )
+
+
+def _load_ranges(allowlist: Allowlist) -> RangesSnapshot:
+    destinations = allowlist.destinations
+    assert destinations.ip_ranges is not None
+    where = (str(allowlist.path), destinations.ip_ranges_line, "destinations.ip_ranges")
+    try:
+        ranges = load_aws_ranges(
+            destinations.ip_ranges, destinations.services, destinations.regions
+        )
+    except ConfigError as error:
+        raise ConfigError(Problem(*where, str(problem)) for problem in error.problems) from None
+    if not ranges.prefixes:
+        regions = f" in regions {list(destinations.regions)}" if destinations.regions else ""
+        raise ConfigError(
+            [
+                Problem(
+                    *where,
+                    f"{destinations.ip_ranges} has no prefix for services "
+                    f"{list(destinations.services)}{regions}; check the file, "
+                    "destinations.services and destinations.regions",
+                )
+            ]
+        )
+    return ranges
+
+
+def files_signature(paths: tuple[Path, ...]) -> FilesSignature:
+    """A cheap fingerprint of files, changed by edits, atomic renames and truncation alike."""
+    signature: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            signature.append(None)
+            continue
+        signature.append((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)

@@ -1,0 +1,222 @@
+"""CHIME_MEETINGS address ranges: loading AWS's ip-ranges.json and matching addresses against it.
+
+Matching is by membership in any configured prefix, not by longest-prefix attribution across
+all of AWS: the same /18 also lists smaller EC2 and Global Accelerator prefixes, and AWS tells
+network owners to route "the CHIME_MEETINGS subnet" as a whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, Problem
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_SERVICES: tuple[str, ...] = ("CHIME_MEETINGS",)
+
+# Addresses seen by one proxy repeat endlessly (a handful of Chime front ends); remembering
+# answers makes the per-connection lookup a dict hit. Bounded so a scan cannot grow it forever.
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """One prefix that makes a destination count as Chime, and where it came from."""
+
+    network: IPNetwork
+    service: str
+    region: str
+    origin: str  # the ranges file, or "cidrs" for the allowlist's own extra CIDRs
+
+    def __str__(self) -> str:
+        return str(self.network)
+
+
+@dataclass(frozen=True)
+class RangesSnapshot:
+    """The part of an AWS ip-ranges.json file that the proxy uses."""
+
+    sync_token: str
+    create_date: str
+    prefixes: tuple[Prefix, ...]
+
+    @property
+    def sync_token_number(self) -> int:
+        return int(self.sync_token)
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An IP address from a socket or URL host, IPv4-mapped IPv6 made IPv4; None if not an IP."""
+    text = text.strip("[]").split("%", 1)[0]  # IPv6 literals in URLs, and zone ids on link-local
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class PrefixTable:
+    """Answers "which configured prefix contains this address?" in a few dict lookups.
+
+    For each address family and prefix length present, a dict maps the masked network number to
+    its prefix; a lookup tries the lengths longest first, so the most specific prefix is reported.
+    """
+
+    prefixes: tuple[Prefix, ...]
+    _by_length: dict[int, tuple[tuple[int, dict[int, Prefix]], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _cache: dict[str, Prefix | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        buckets: dict[int, dict[int, dict[int, Prefix]]] = {4: {}, 6: {}}
+        for prefix in self.prefixes:
+            network = prefix.network
+            shift = network.max_prefixlen - network.prefixlen
+            key = int(network.network_address) >> shift
+            # The first listed wins when a prefix is listed twice (file before cidrs).
+            buckets[network.version].setdefault(network.prefixlen, {}).setdefault(key, prefix)
+        by_length = {
+            version: tuple(
+                (max_len - length, table) for length, table in sorted(lengths.items(), reverse=True)
+            )
+            for version, lengths, max_len in ((4, buckets[4], 32), (6, buckets[6], 128))
+        }
+        object.__setattr__(self, "_by_length", by_length)
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def lookup(self, address: str) -> Prefix | None:
+        """The most specific prefix holding `address` (an IP literal), or None."""
+        try:
+            return self._cache[address]
+        except KeyError:
+            pass
+        parsed = parse_address(address)
+        found = self.lookup_ip(parsed) if parsed is not None else None
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[address] = found
+        return found
+
+    def lookup_ip(self, address: IPAddress) -> Prefix | None:
+        number = int(address)
+        for shift, table in self._by_length[address.version]:
+            found = table.get(number >> shift)
+            if found is not None:
+                return found
+        return None
+
+
+def _problem(path: str, field_name: str, message: str, line: int | None = None) -> Problem:
+    return Problem(path=path, line=line, field=field_name, message=message)
+
+
+def load_aws_ranges(
+    path: Path,
+    services: Iterable[str] | None = DEFAULT_SERVICES,
+    regions: Iterable[str] = (),
+) -> RangesSnapshot:
+    """Read an AWS ip-ranges.json and keep the entries of `services` (None: all) and `regions`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([_problem(str(path), "", "ranges file not found")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([_problem(str(path), "", f"cannot read ranges file: {error}")]) from None
+    return parse_aws_ranges(text, str(path), services, regions)
+
+
+def parse_aws_ranges(
+    text: str,
+    path: str,
+    services: Iterable[str] | None = DEFAULT_SERVICES,
+    regions: Iterable[str] = (),
+) -> RangesSnapshot:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        message = f"not valid JSON: {error.msg} (column {error.colno})"
+        raise ConfigError([_problem(path, "", message, error.lineno)]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([_problem(path, "", "expected a JSON object like AWS's ip-ranges.json")])
+
+    problems: list[Problem] = []
+    sync_token = document.get("syncToken")
+    if not (isinstance(sync_token, str | int) and str(sync_token).isdigit()):
+        problems.append(_problem(path, "syncToken", "missing, or not a number in a string"))
+    create_date = document.get("createDate", "")
+    if not isinstance(create_date, str):
+        problems.append(_problem(path, "createDate", "must be a string"))
+
+    wanted_services = None if services is None else frozenset(services)
+    wanted_regions = frozenset(regions)
+    prefixes: list[Prefix] = []
+    for list_key, prefix_key in (("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")):
+        entries = document.get(list_key, [])
+        if not isinstance(entries, list):
+            problems.append(_problem(path, list_key, "must be a list"))
+            continue
+        prefixes.extend(
+            _select_entries(
+                entries, list_key, prefix_key, path, wanted_services, wanted_regions, problems
+            )
+        )
+    if "prefixes" not in document and "ipv6_prefixes" not in document:
+        problems.append(_problem(path, "prefixes", "missing: this is not an AWS ip-ranges file"))
+    if problems:
+        raise ConfigError(problems)
+    return RangesSnapshot(str(sync_token), str(create_date), tuple(prefixes))
+
+
+def _select_entries(
+    entries: Sequence[Any],
+    list_key: str,
+    prefix_key: str,
+    path: str,
+    services: frozenset[str] | None,
+    regions: frozenset[str],
+    problems: list[Problem],
+) -> list[Prefix]:
+    selected: list[Prefix] = []
+    for index, entry in enumerate(entries):
+        where = f"{list_key}[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(_problem(path, where, "must be an object"))
+            continue
+        service = entry.get("service")
+        region = entry.get("region")
+        if not isinstance(service, str) or not isinstance(region, str):
+            problems.append(_problem(path, where, "needs string 'service' and 'region'"))
+            continue
+        if services is not None and service not in services:
+            continue
+        if regions and region not in regions:
+            continue
+        raw = entry.get(prefix_key)
+        try:
+            network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+        except ValueError as error:
+            problems.append(_problem(path, f"{where}.{prefix_key}", str(error)))
+            continue
+        expected_version = 4 if prefix_key == "ip_prefix" else 6
+        if network is None or network.version != expected_version:
+            problems.append(
+                _problem(path, f"{where}.{prefix_key}", f"must be an IPv{expected_version} prefix")
+            )
+            continue
+        selected.append(Prefix(network, service, region, path))
+    return selected
