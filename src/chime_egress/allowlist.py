@@ -18,6 +18,7 @@ import yaml
 from .errors import ConfigError, Problem
 from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
+from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
 
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -42,6 +43,7 @@ class Destinations:
     services: tuple[str, ...]
     regions: tuple[str, ...]
     cidrs: tuple[IPNetwork, ...]
+    media_hosts: tuple[str, ...]  # TLS server names of TURN relays, passed through undecrypted
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class _Reader:
 
 _TOP_KEYS = ("apps", "destinations")
 _APP_KEYS = ("app_key", "name", "tenants")
-_DESTINATION_KEYS = ("ip_ranges", "services", "regions", "cidrs")
+_DESTINATION_KEYS = ("ip_ranges", "services", "regions", "cidrs", "media_hosts")
 
 
 def parse_allowlist(text: str, path: Path) -> Allowlist:
@@ -167,7 +169,7 @@ def load_allowlist(path: Path) -> Allowlist:
 
 
 def _default_destinations() -> Destinations:
-    return Destinations(None, None, DEFAULT_SERVICES, (), ())
+    return Destinations(None, None, DEFAULT_SERVICES, (), (), DEFAULT_MEDIA_HOSTS)
 
 
 def _parse_apps(reader: _Reader, key_node: yaml.Node, node: yaml.Node) -> tuple[App, ...]:
@@ -271,9 +273,18 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
             network = _parse_cidr(reader, item_node, f"destinations.cidrs[{index}]", text)
             if network is not None:
                 cidrs.append(network)
+    media_hosts = DEFAULT_MEDIA_HOSTS
+    if "media_hosts" in fields:
+        items = reader.text_list(fields["media_hosts"][1], "destinations.media_hosts") or []
+        for index, (item_node, pattern) in enumerate(items):
+            if (why := media_host_problem(pattern)) is not None:
+                reader.problem(
+                    item_node, f"destinations.media_hosts[{index}]", f"{pattern!r} {why}"
+                )
+        media_hosts = tuple(pattern for _, pattern in items)
     if "ip_ranges" not in fields and "cidrs" not in fields:
         reader.problem(node, "destinations", "names no destination: set ip_ranges, cidrs or both")
-    return Destinations(ip_ranges, ip_ranges_line, services, regions, tuple(cidrs))
+    return Destinations(ip_ranges, ip_ranges_line, services, regions, tuple(cidrs), media_hosts)
 
 
 def _parse_cidr(reader: _Reader, node: yaml.Node, field: str, text: str) -> IPNetwork | None:

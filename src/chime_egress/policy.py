@@ -14,6 +14,7 @@ from pathlib import Path
 from .allowlist import Allowlist, load_allowlist
 from .errors import ConfigError, Problem
 from .headers import ChimeHeaders, build_headers
+from .media import MediaHosts
 from .ranges import Prefix, PrefixTable, RangesSnapshot, load_aws_ranges
 
 # (device, inode, size, mtime in ns) of each watched file; None where the file is missing.
@@ -26,6 +27,7 @@ class Policy:
     ranges: RangesSnapshot | None
     table: PrefixTable
     headers: ChimeHeaders
+    media_hosts: MediaHosts
     # Rendered once here so the per-request work is a dict pop and two assignments.
     http1_headers: tuple[tuple[str, str], ...]
     http2_headers: tuple[tuple[str, str], ...]
@@ -66,6 +68,7 @@ def load_policy(allowlist_path: Path) -> Policy:
         ranges=ranges,
         table=PrefixTable(tuple(prefixes)),
         headers=headers,
+        media_hosts=MediaHosts(destinations.media_hosts),
         http1_headers=headers.items(),
         http2_headers=headers.items_lowercase(),
     )

@@ -54,6 +54,12 @@ def test_identifiers_keep_their_text_exactly_as_written():
     assert allowlist.apps[0].tenants == ("007", "yes", "12")
 
 
+def test_media_hosts_default_and_explicit():
+    assert parse(GOOD).destinations.media_hosts == ("ice.*.chime.aws",)
+    explicit = parse("apps: [{app_key: K}]\ndestinations: {cidrs: [10.0.0.0/8], media_hosts: []}\n")
+    assert explicit.destinations.media_hosts == ()
+
+
 def test_ip_ranges_resolves_against_the_allowlist_folder():
     allowlist = parse("apps: [{app_key: K}]\ndestinations: {ip_ranges: sub/r.json}\n")
     assert allowlist.destinations.ip_ranges == Path("/etc/chime/sub/r.json")
@@ -181,6 +187,14 @@ BAD_FILES = [
         4,
         "destinations.service",
         "did you mean 'services'",
+    ),
+    (
+        "bad-media-host",
+        "apps: [{app_key: K}]\ndestinations:\n  cidrs: [10.0.0.0/8]\n"
+        "  media_hosts:\n    - ice.*.chime.aws\n    - '*'\n",
+        6,
+        "destinations.media_hosts[1]",
+        "two or more labels",
     ),
     (
         "header-too-long",
