@@ -167,7 +167,10 @@ class ChimeHeaders:
                 seen = current
                 continue
             await self._reload(policy, current)
-            loaded = (self.policy, current)
+            new = self.policy or policy
+            if new.sources != policy.sources:  # the allowlist now names another ranges file
+                current = files_signature(new.sources)
+            loaded = (new, current)
             seen = current
 
     async def _reload(self, old: Policy, signature: FilesSignature) -> None:
