@@ -149,32 +149,23 @@ class ChimeHeaders:
     # Hot reload
 
     async def _watch_files(self) -> None:
-        """Reload on edits; a change is read once it has held still for one interval."""
+        """Reload after an edit, once the files have held still for one interval."""
         seen: FilesSignature | None = None
-        loaded: tuple[object, FilesSignature] | None = None
+        failed: FilesSignature | None = None
         while True:
             await asyncio.sleep(self.reload_interval)
             policy = self.policy
             if policy is None:
                 continue
             current = files_signature(policy.sources)
-            if loaded is None or loaded[0] is not policy:
-                # A new policy (start-up, or the option changed): it was read from these files.
-                loaded = (policy, current)
+            if current in (policy.loaded_signature, failed):
+                continue
+            if current != seen:  # still being written, perhaps: look again next round
                 seen = current
                 continue
-            if current == loaded[1] or current != seen:
-                seen = current
-                continue
-            await self._reload(policy, current)
-            new = self.policy or policy
-            if new.sources != policy.sources:  # the allowlist now names another ranges file
-                current = files_signature(new.sources)
-            loaded = (new, current)
-            seen = current
+            failed = None if await self._reload(policy.allowlist.path) else current
 
-    async def _reload(self, old: Policy, signature: FilesSignature) -> None:
-        path = old.allowlist.path
+    async def _reload(self, path: Path) -> bool:
         try:
             policy = await asyncio.to_thread(load_policy, path)
         except Exception as error:
@@ -183,12 +174,11 @@ class ChimeHeaders:
                 logger.error(f"chime: reload failed; keeping the last good configuration:\n{error}")
             else:
                 logger.exception("chime: reload failed; keeping the last good configuration")
-            return
-        if policy.sources == old.sources and files_signature(policy.sources) != signature:
-            return  # written to while we read it: take it on the next round
+            return False
         self.policy = policy
         self.counters.reloads_succeeded += 1
         logger.info(f"chime: allowlist reloaded from {path}: {policy.summary()}")
+        return True
 
     # Connection decisions
 

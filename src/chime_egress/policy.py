@@ -28,6 +28,9 @@ class Policy:
     table: PrefixTable
     headers: ChimeHeaders
     media_hosts: MediaHosts
+    # Fingerprints of the source files taken just before each was read: an edit made during or
+    # after the read leaves the files different from this, so the watcher cannot miss it.
+    loaded_signature: FilesSignature
     # Rendered once here so the per-request work is a dict pop and two assignments.
     http1_headers: tuple[tuple[str, str], ...]
     http2_headers: tuple[tuple[str, str], ...]
@@ -54,11 +57,13 @@ class Policy:
 
 def load_policy(allowlist_path: Path) -> Policy:
     """Read the allowlist and the ranges file it names; raises ConfigError naming file and line."""
+    signature = files_signature((allowlist_path,))
     allowlist = load_allowlist(allowlist_path)
     destinations = allowlist.destinations
     ranges: RangesSnapshot | None = None
     prefixes: list[Prefix] = []
     if destinations.ip_ranges is not None:
+        signature += files_signature((destinations.ip_ranges,))
         ranges = _load_ranges(allowlist)
         prefixes.extend(ranges.prefixes)
     prefixes.extend(Prefix(network, "cidrs", "", "cidrs") for network in destinations.cidrs)
@@ -69,6 +74,7 @@ def load_policy(allowlist_path: Path) -> Policy:
         table=PrefixTable(tuple(prefixes)),
         headers=headers,
         media_hosts=MediaHosts(destinations.media_hosts),
+        loaded_signature=signature,
         http1_headers=headers.items(),
         http2_headers=headers.items_lowercase(),
     )
