@@ -146,6 +146,31 @@ def parse_aws_ranges(
     services: Iterable[str] | None = DEFAULT_SERVICES,
     regions: Iterable[str] = (),
 ) -> RangesSnapshot:
+    return _parse_aws_ranges(text, path, services, regions)[0]
+
+
+def filter_aws_ranges(
+    text: str,
+    path: str,
+    services: Iterable[str] | None = DEFAULT_SERVICES,
+    regions: Iterable[str] = (),
+) -> tuple[RangesSnapshot, str]:
+    """Parse as parse_aws_ranges does, and render the selection as a snapshot file to write.
+
+    The snapshot stays in AWS's own format with each selected entry exactly as the source wrote
+    it (network_border_group included), so the selection is made by the very code the proxy
+    loads with, and AWS's tools can still read the file.
+    """
+    snapshot, document = _parse_aws_ranges(text, path, services, regions)
+    return snapshot, json.dumps(document, indent=2) + "\n"
+
+
+def _parse_aws_ranges(
+    text: str,
+    path: str,
+    services: Iterable[str] | None,
+    regions: Iterable[str],
+) -> tuple[RangesSnapshot, dict[str, Any]]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -165,21 +190,25 @@ def parse_aws_ranges(
     wanted_services = None if services is None else frozenset(services)
     wanted_regions = frozenset(regions)
     prefixes: list[Prefix] = []
+    selected: dict[str, Any] = {"syncToken": sync_token}
+    if "createDate" in document:
+        selected["createDate"] = create_date
     for list_key, prefix_key in (("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")):
         entries = document.get(list_key, [])
+        selected[list_key] = []
         if not isinstance(entries, list):
             problems.append(_problem(path, list_key, "must be a list"))
             continue
-        prefixes.extend(
-            _select_entries(
-                entries, list_key, prefix_key, path, wanted_services, wanted_regions, problems
-            )
-        )
+        for prefix, entry in _select_entries(
+            entries, list_key, prefix_key, path, wanted_services, wanted_regions, problems
+        ):
+            prefixes.append(prefix)
+            selected[list_key].append(entry)
     if "prefixes" not in document and "ipv6_prefixes" not in document:
         problems.append(_problem(path, "prefixes", "missing: this is not an AWS ip-ranges file"))
     if problems:
         raise ConfigError(problems)
-    return RangesSnapshot(str(sync_token), str(create_date), tuple(prefixes))
+    return RangesSnapshot(str(sync_token), str(create_date), tuple(prefixes)), selected
 
 
 def _select_entries(
@@ -190,8 +219,9 @@ def _select_entries(
     services: frozenset[str] | None,
     regions: frozenset[str],
     problems: list[Problem],
-) -> list[Prefix]:
-    selected: list[Prefix] = []
+) -> list[tuple[Prefix, Any]]:
+    """The (prefix, entry as written) pairs of the wanted services and regions."""
+    selected: list[tuple[Prefix, Any]] = []
     for index, entry in enumerate(entries):
         where = f"{list_key}[{index}]"
         if not isinstance(entry, dict):
@@ -218,5 +248,5 @@ def _select_entries(
                 _problem(path, f"{where}.{prefix_key}", f"must be an IPv{expected_version} prefix")
             )
             continue
-        selected.append(Prefix(network, service, region, path))
+        selected.append((Prefix(network, service, region, path), entry))
     return selected

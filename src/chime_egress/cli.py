@@ -1,0 +1,783 @@
+"""`chime-egress`: the admin's command line, on the very code the proxy runs.
+
+Every answer comes from the proxy's own modules: an allowlist is checked by load_policy (so the
+messages are the proxy's, word for word), headers come from the compiled Policy, addresses are
+matched by its PrefixTable, and a ranges update selects entries with the parser that later loads
+them. Nothing here imports mitmproxy, so the command runs wherever the package is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .allowlist import Allowlist, App, load_allowlist
+from .errors import ConfigError, Problem
+from .headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
+from .policy import Policy, load_policy
+from .ranges import Prefix, RangesSnapshot, filter_aws_ranges, load_aws_ranges, parse_address
+from .verdict import (
+    BOTH_MUST_ACCEPT,
+    RULES,
+    InvalidSession,
+    MalformedHeader,
+    Session,
+    Verdict,
+    judge,
+)
+
+DEFAULT_CONFIG = "config/allowlist.yaml"
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # invalid allowlist, malformed header value, unreadable input, refused update
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_NO = 3  # the answer is "no": Chime answers 403, or an address is not a Chime destination
+
+# AWS's file is about 3 MB; a source far larger is not an ip-ranges.json and must not fill memory.
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+URL_TIMEOUT_SECONDS = 60
+
+# Past this many prefixes (a config selecting, say, all of AMAZON) the text summary only counts.
+SUMMARY_PREFIX_LIMIT = 10
+
+_EXIT_CODES = """\
+exit codes:
+  0  success{ok}
+  1  {invalid}
+  2  usage error (bad command line)"""
+
+
+def _epilog(
+    ok: str = "", invalid: str = "invalid allowlist (every problem on stderr)", no: str = ""
+) -> str:
+    text = _EXIT_CODES.format(ok=f": {ok}" if ok else "", invalid=invalid)
+    return f"{text}\n  3  {no}" if no else text
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the hand-wrapped descriptions and exit-code tables as written."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chime-egress",
+        formatter_class=_Formatter,
+        description=(
+            "Check and explain a chime-egress allowlist with the proxy's own code: what the\n"
+            "proxy will send, what Chime will decide, and which addresses are Chime's."
+        ),
+        epilog=(
+            "CONFIG is the allowlist, config/allowlist.yaml by default.\n\n"
+            "exit codes (see each command's --help):\n"
+            "  0  success\n"
+            "  1  invalid allowlist or input, or a refused update\n"
+            "  2  usage error (bad command line)\n"
+            "  3  the answer is no: Chime would answer 403 (explain), or an address is not\n"
+            "     a Chime destination (ranges lookup)"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check an allowlist exactly as the proxy would",
+        formatter_class=_Formatter,
+        description=(
+            "Check an allowlist and the ranges file it names exactly as the proxy does at start\n"
+            "and on reload, with the same messages (file, line and field). Every problem goes\n"
+            "to stderr; on success a summary goes to stdout."
+        ),
+        epilog=_epilog(ok="the allowlist is valid"),
+    )
+    validate.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="stdout format; json is one object with 'valid' and 'problems' (default: text)",
+    )
+    _config_argument(validate)
+    validate.set_defaults(handler=_validate)
+
+    headers = commands.add_parser(
+        "headers",
+        help="print the exact header lines the proxy sends",
+        formatter_class=_Formatter,
+        description=(
+            "Print the header lines the proxy adds to every request bound for Chime, byte for\n"
+            "byte (HTTP/2 sends the same values under lowercase names)."
+        ),
+        epilog=_epilog(ok="headers printed"),
+    )
+    _config_argument(headers)
+    headers.set_defaults(handler=_headers)
+
+    explain = commands.add_parser(
+        "explain",
+        help="say whether Chime accepts a meeting session, and by which rule",
+        formatter_class=_Formatter,
+        description=(
+            "Say whether Chime accepts or refuses (403) a meeting session created by the app\n"
+            "with AppKey KEY and TenantIds ID..., given the headers the proxy sends, and which\n"
+            "of the rules of AWS's guide 'Using AppKeys and TenantIDs' decided.\n\n"
+            "  explain --app-key KEY [--tenant ID ...] [CONFIG]\n"
+            "      the headers of an allowlist\n"
+            "  explain --app-keys-header V [--tenants-header V] --app-key KEY [--tenant ID ...]\n"
+            "      raw header values (from a capture or another proxy); a header not given is\n"
+            "      taken as not sent\n"
+            "  explain [CONFIG]\n"
+            "      every app of the allowlist, with and without a matching tenant, and an app\n"
+            "      that is not listed"
+        ),
+        epilog=_epilog(
+            ok="Chime accepts (always 0 without --app-key)",
+            invalid="invalid allowlist, malformed header value, or impossible session",
+            no="Chime answers 403",
+        ),
+    )
+    explain.add_argument("--app-key", metavar="KEY", help="the AppKey of the session's app")
+    explain.add_argument(
+        "--tenant",
+        metavar="ID",
+        action="append",
+        default=[],
+        help="a TenantId of the session (repeat for up to 5); none: a meeting without TenantIds",
+    )
+    explain.add_argument(
+        "--app-keys-header", metavar="V", help="judge this X-Amzn-Chime-App-Keys value"
+    )
+    explain.add_argument(
+        "--tenants-header", metavar="V", help="judge this X-Amzn-Chime-Tenants value"
+    )
+    explain.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help=f"the allowlist (default: {DEFAULT_CONFIG}); not with the header options",
+    )
+    explain.set_defaults(handler=_explain, parser=explain)
+
+    ranges = commands.add_parser(
+        "ranges",
+        help="look up addresses in, or update, the Chime ranges",
+        formatter_class=_Formatter,
+        description="Look up addresses in the Chime ranges, or update the ranges snapshot.",
+        epilog="See `chime-egress ranges lookup --help` and `chime-egress ranges update --help`.",
+    )
+    ranges_commands = ranges.add_subparsers(dest="ranges_command", required=True, metavar="COMMAND")
+
+    lookup = ranges_commands.add_parser(
+        "lookup",
+        help="the prefix, service and region matching each address",
+        formatter_class=_Formatter,
+        description=(
+            "For each address, the prefix that makes it a Chime destination for the proxy, with\n"
+            "its service and region, or 'not a Chime destination'. IPv4, IPv6 and IPv4-mapped\n"
+            "IPv6 (::ffff:a.b.c.d) addresses. The last argument is read as CONFIG when it is\n"
+            "not an IP address and names an existing file or ends in .yaml or .yml."
+        ),
+        epilog=_epilog(
+            ok="every address is a Chime destination",
+            invalid="invalid allowlist, or an argument that is not an IP address",
+            no="at least one address is not a Chime destination",
+        ),
+    )
+    lookup.add_argument("items", nargs="+", metavar="ADDRESS ... [CONFIG]", help="addresses")
+    lookup.set_defaults(handler=_ranges_lookup)
+
+    update = ranges_commands.add_parser(
+        "update",
+        help="rewrite the ranges snapshot from an AWS ip-ranges.json",
+        formatter_class=_Formatter,
+        description=(
+            "Read an AWS ip-ranges.json (a file, or an http(s) URL such as\n"
+            "https://ip-ranges.amazonaws.com/ip-ranges.json), keep the entries of the\n"
+            "allowlist's destinations.services and destinations.regions, and write them, with\n"
+            "syncToken and createDate, as the snapshot the proxy reads. Prints the prefixes\n"
+            "added and removed. The write is atomic (a temporary file in the same folder, then\n"
+            "a rename); a running proxy picks the new file up on its next reload check.\n\n"
+            "Nothing is written when the source is malformed, empty, has no matching prefix,\n"
+            "or is older (by syncToken) than the snapshot it would replace; --force overrides\n"
+            "the last check (and an unreadable current snapshot), never the others."
+        ),
+        epilog=_epilog(
+            ok="snapshot written, or already up to date",
+            invalid="invalid allowlist, unreadable or refused source; nothing written",
+        ),
+    )
+    update.add_argument(
+        "--source", required=True, metavar="FILE_OR_URL", help="an AWS ip-ranges.json"
+    )
+    update.add_argument(
+        "--output",
+        metavar="PATH",
+        help="where to write (default: the allowlist's destinations.ip_ranges)",
+    )
+    update.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the snapshot even if the source's syncToken is older",
+    )
+    _config_argument(update)
+    update.set_defaults(handler=_ranges_update)
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=DEFAULT_CONFIG,
+        metavar="CONFIG",
+        help=f"the allowlist (default: {DEFAULT_CONFIG})",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+# Shared helpers
+
+
+def _error(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _config_path(text: str) -> Path:
+    # As the proxy does with its chime_allowlist option, so both name the file alike in messages.
+    return Path(text).expanduser()
+
+
+def _report_problems(what: Path | str, problems: Sequence[Problem], refusal: str) -> None:
+    _error(f"{what}: {refusal} ({_plural(len(problems), 'problem', 'problems')}):")
+    for problem in problems:
+        _error(str(problem))
+
+
+def _load_policy(config: Path) -> Policy | None:
+    try:
+        return load_policy(config)
+    except ConfigError as error:
+        _report_problems(config, error.problems, "invalid configuration; the proxy would refuse it")
+        return None
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be said from here: relative when under the current folder."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _plural(count: int, word: str, words: str) -> str:
+    return f"{count} {word if count == 1 else words}"
+
+
+def _prefix_columns(prefix: Prefix) -> tuple[str, ...]:
+    if prefix.origin == "cidrs":
+        return ("(destinations.cidrs)",)
+    return (prefix.service, prefix.region)
+
+
+def _print_columns(rows: Sequence[Sequence[str]], indent: str = "") -> None:
+    """Rows as columns two spaces apart; a row's last cell is never padded."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for index, cell in enumerate(row[:-1]):
+            widths[index] = max(widths.get(index, 0), len(cell))
+    for row in rows:
+        cells = [cell.ljust(widths[index]) for index, cell in enumerate(row[:-1])]
+        print(indent + "  ".join([*cells, row[-1]]))
+
+
+def _header_sizes(headers: ChimeHeaders) -> list[tuple[str, str, int]]:
+    # Measured as oversized_lines measures them: "Name: value" in bytes, without CRLF.
+    return [(name, value, len(f"{name}: {value}".encode())) for name, value in headers.items()]
+
+
+# validate
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _config_path(args.config)
+    try:
+        policy = load_policy(config)
+    except ConfigError as error:
+        _report_problems(config, error.problems, "invalid configuration; the proxy would refuse it")
+        if args.format == "json":
+            _print_json(
+                {
+                    "valid": False,
+                    "config": str(config),
+                    "problems": [_problem_json(p) for p in error.problems],
+                }
+            )
+        return EXIT_INVALID
+    if args.format == "json":
+        _print_json(_policy_json(config, policy))
+    else:
+        _print_summary(config, policy)
+    return EXIT_OK
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    print(json.dumps(document, indent=2))
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "path": problem.path,
+        "line": problem.line,
+        "field": problem.field,
+        "message": problem.message,
+        "text": str(problem),
+    }
+
+
+def _policy_json(config: Path, policy: Policy) -> dict[str, Any]:
+    ranges = policy.ranges
+    ranges_file = policy.allowlist.destinations.ip_ranges
+    return {
+        "valid": True,
+        "config": str(config),
+        "summary": policy.summary(),
+        "apps": [
+            {
+                "app_key": app.app_key,
+                "name": app.name,
+                "tenants": list(app.tenants),
+                "line": app.line,
+            }
+            for app in policy.allowlist.apps
+        ],
+        "tenants": sum(len(app.tenants) for app in policy.allowlist.apps),
+        "prefixes": [
+            {
+                "prefix": str(prefix.network),
+                "service": prefix.service,
+                "region": prefix.region,
+                "origin": prefix.origin,
+            }
+            for prefix in policy.table.prefixes
+        ],
+        "ranges": None
+        if ranges is None
+        else {
+            "file": str(ranges_file),
+            "syncToken": ranges.sync_token,
+            "createDate": ranges.create_date,
+        },
+        "headers": [
+            {"name": name, "value": value, "bytes": size}
+            for name, value, size in _header_sizes(policy.headers)
+        ],
+        "max_header_line_bytes": MAX_HEADER_LINE_BYTES,
+        "problems": [],
+    }
+
+
+def _print_summary(config: Path, policy: Policy) -> None:
+    allowlist = policy.allowlist
+    print(f"{config}: valid: {policy.summary()}")
+    print(f"apps ({len(allowlist.apps)}, in header order):")
+    for app in allowlist.apps:
+        tenants = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
+        print(f"  {app.label}: {tenants}")
+    prefixes = policy.table.prefixes
+    source = ""
+    if policy.ranges is not None and allowlist.destinations.ip_ranges is not None:
+        source = (
+            f" from {_shown(allowlist.destinations.ip_ranges)} (syncToken "
+            f"{policy.ranges.sync_token}, created {policy.ranges.create_date})"
+        )
+    print(f"prefixes ({len(prefixes)}){source}:")
+    _print_columns(
+        [(str(p.network), *_prefix_columns(p)) for p in prefixes[:SUMMARY_PREFIX_LIMIT]], "  "
+    )
+    if len(prefixes) > SUMMARY_PREFIX_LIMIT:
+        print(f"  ... and {len(prefixes) - SUMMARY_PREFIX_LIMIT} more (--format json lists all)")
+    print(f"header lines (limit {MAX_HEADER_LINE_BYTES:,} bytes each):")
+    for name, _, size in _header_sizes(policy.headers):
+        print(f"  {name}: {size:,} bytes")
+
+
+# headers
+
+
+def _headers(args: argparse.Namespace) -> int:
+    policy = _load_policy(_config_path(args.config))
+    if policy is None:
+        return EXIT_INVALID
+    for line in policy.headers.lines():
+        print(line)
+    return EXIT_OK
+
+
+# explain
+
+
+def _explain(args: argparse.Namespace) -> int:
+    raw = args.app_keys_header is not None or args.tenants_header is not None
+    parser: argparse.ArgumentParser = args.parser
+    # parser.error prints the usage and exits with 2, like every other bad command line.
+    if raw and args.config is not None:
+        parser.error("CONFIG cannot be combined with --app-keys-header or --tenants-header")
+    if raw and args.app_key is None:
+        parser.error("--app-keys-header and --tenants-header need --app-key")
+    if args.tenant and args.app_key is None:
+        parser.error("--tenant needs --app-key")
+    try:
+        session = Session(args.app_key, tuple(args.tenant)) if args.app_key is not None else None
+    except InvalidSession as error:
+        for problem in error.problems:
+            _error(f"session: {problem}")
+        return EXIT_INVALID
+
+    if raw:
+        assert session is not None
+        return _explain_one(session, args.app_keys_header, args.tenants_header, "as given")
+
+    config = _config_path(args.config or DEFAULT_CONFIG)
+    policy = _load_policy(config)
+    if policy is None:
+        return EXIT_INVALID
+    headers = policy.headers
+    origin = f"the proxy's, from {config}"
+    if session is not None:
+        return _explain_one(session, headers.app_keys, headers.tenants, origin)
+    return _explain_all(policy.allowlist, headers, origin)
+
+
+def _print_headers(app_keys: str | None, tenants: str | None, origin: str) -> None:
+    print(f"headers ({origin}):")
+    for name, value in ((APP_KEYS_HEADER, app_keys), (TENANTS_HEADER, tenants)):
+        print(f"  {name}: {value}" if value is not None else f"  {name}: (not sent)")
+
+
+def _describe_session(session: Session) -> str:
+    tenants = ", ".join(session.tenant_ids) if session.tenant_ids else "none"
+    return f"AppKey {session.app_key}, TenantIds {tenants}"
+
+
+def _explain_one(session: Session, app_keys: str | None, tenants: str | None, origin: str) -> int:
+    try:
+        verdict = judge(session, app_keys, tenants)
+    except MalformedHeader as error:
+        for problem in error.problems:
+            _error(problem)
+        _error("cannot say what Chime would do: the AWS guide does not define such values")
+        return EXIT_INVALID
+    print(f"session: {_describe_session(session)}")
+    _print_headers(app_keys, tenants, origin)
+    print(f"verdict: {verdict.decision.value}")
+    for applied in verdict.rules:
+        print(f"  {applied.decision.value:<6}  {applied.detail}")
+        print(f'          AWS: "{applied.rule.wording}"')
+    print(BOTH_MUST_ACCEPT)
+    return EXIT_OK if verdict.accepted else EXIT_NO
+
+
+def _unused(base: str, taken: Sequence[str]) -> str:
+    """`base`, or base2, base3...: an example identifier that is not in the allowlist."""
+    candidate, number = base, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{base}{number}"
+    return candidate
+
+
+def _example_sessions(app: App) -> list[tuple[str, Session]]:
+    if app.tenants:
+        other = _unused("otherTenantId", app.tenants)
+        return [
+            (f"TenantIds {app.tenants[0]}", Session(app.app_key, (app.tenants[0],))),
+            (f"TenantIds {other} (not listed)", Session(app.app_key, (other,))),
+            ("no TenantIds", Session(app.app_key, ())),
+        ]
+    return [
+        ("TenantIds anyTenantId", Session(app.app_key, ("anyTenantId",))),
+        ("no TenantIds", Session(app.app_key, ())),
+    ]
+
+
+def _explain_all(allowlist: Allowlist, headers: ChimeHeaders, origin: str) -> int:
+    _print_headers(headers.app_keys, headers.tenants, origin)
+    groups: list[tuple[str, list[tuple[str, Session]]]] = []
+    for app in allowlist.apps:
+        limit = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
+        groups.append((f"{app.label}, {limit}", _example_sessions(app)))
+    other_app = _unused("OtherAppKey", [app.app_key for app in allowlist.apps])
+    groups.append(
+        (
+            f"any app not listed (for example AppKey {other_app})",
+            [("any TenantIds", Session(other_app, ("anyTenantId",)))],
+        )
+    )
+    used: set[str] = set()
+    for title, sessions in groups:
+        print()
+        print(f"{title}:")
+        width = max(len(label) for label, _ in sessions)
+        for label, session in sessions:
+            verdict = judge(session, headers.app_keys, headers.tenants)
+            used.update(applied.rule.code for applied in verdict.deciding)
+            print(f"  {verdict.decision.value:<6}  {label:<{width}}  {_deciding(verdict)}")
+    print()
+    print(BOTH_MUST_ACCEPT)
+    print("The rules that decided, from the AWS guide 'Using AppKeys and TenantIDs':")
+    for rule in RULES:
+        if rule.code in used:
+            print(f'  {rule.code}: "{rule.wording}"')
+    return EXIT_OK
+
+
+def _deciding(verdict: Verdict) -> str:
+    # The row's label already says which tenant; the legend below quotes each rule in full.
+    return f"({', '.join(applied.rule.code for applied in verdict.deciding)})"
+
+
+# ranges lookup
+
+
+def _looks_like_config(text: str) -> bool:
+    return text.endswith((".yaml", ".yml")) or Path(text).expanduser().is_file()
+
+
+def _ranges_lookup(args: argparse.Namespace) -> int:
+    items: list[str] = list(args.items)
+    config_text = DEFAULT_CONFIG
+    if len(items) > 1 and parse_address(items[-1]) is None and _looks_like_config(items[-1]):
+        config_text = items.pop()
+    policy = _load_policy(_config_path(config_text))
+    if policy is None:
+        return EXIT_INVALID
+    rows: list[tuple[str, ...]] = []
+    bad = outside = False
+    for text in items:
+        address = parse_address(text)
+        if address is None:
+            _error(f"{text!r} is not an IP address")
+            bad = True
+            continue
+        prefix = policy.table.lookup(text)
+        if address.version == 4 and ":" in text:
+            shown = f"{text} (IPv4-mapped {address})"
+        elif str(address) != text:
+            shown = f"{text} ({address})"
+        else:
+            shown = text
+        if prefix is None:
+            outside = True
+            rows.append((shown, "not a Chime destination"))
+        else:
+            rows.append((shown, str(prefix.network), *_prefix_columns(prefix)))
+    _print_columns(rows)
+    if bad:
+        return EXIT_INVALID
+    return EXIT_NO if outside else EXIT_OK
+
+
+# ranges update
+
+
+class _Refused(Exception):
+    """The update must not write: the message says why."""
+
+
+def _ranges_update(args: argparse.Namespace) -> int:
+    config = _config_path(args.config)
+    try:
+        allowlist = load_allowlist(config)
+    except ConfigError as error:
+        _report_problems(config, error.problems, "invalid configuration; fix it first")
+        return EXIT_INVALID
+    try:
+        _update(allowlist, args.source, args.output, args.force)
+    except _Refused as refusal:
+        _error(f"{refusal}")
+        _error("refused; nothing written")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _update(allowlist: Allowlist, source: str, output_text: str | None, force: bool) -> None:
+    destinations = allowlist.destinations
+    if output_text is not None:
+        output = Path(output_text).expanduser()
+    elif destinations.ip_ranges is not None:
+        output = destinations.ip_ranges
+    else:
+        raise _Refused(f"{allowlist.path} names no destinations.ip_ranges; give --output PATH")
+
+    text = _read_source(source)
+    try:
+        snapshot, rendered = filter_aws_ranges(
+            text, source, destinations.services, destinations.regions
+        )
+    except ConfigError as error:
+        lines = "\n".join(str(problem) for problem in error.problems)
+        raise _Refused(f"{lines}\n{source}: not a valid AWS ip-ranges.json") from None
+    selection = f"services {list(destinations.services)}" + (
+        f" in regions {list(destinations.regions)}" if destinations.regions else ""
+    )
+    if not snapshot.prefixes:
+        if _entry_count(text) == 0:
+            raise _Refused(f"{source}: lists no prefixes at all (an empty or truncated copy?)")
+        raise _Refused(f"{source}: has no prefix for {selection}")
+
+    current = _current_snapshot(output, destinations.services, destinations.regions, force)
+    print(
+        f"source: {source}: syncToken {snapshot.sync_token} ({snapshot.create_date}), "
+        f"{_plural(len(snapshot.prefixes), 'prefix', 'prefixes')} for {selection}"
+    )
+    if current is None:
+        print(f"current: {_shown(output)}: none")
+    else:
+        print(f"current: {_shown(output)}: syncToken {current.sync_token} ({current.create_date})")
+    # Shown before any refusal, so an admin sees what the refused file would have changed.
+    _print_changes(current.prefixes if current else (), snapshot.prefixes)
+    if current is not None and snapshot.sync_token_number < current.sync_token_number:
+        older = (
+            f"{source}: syncToken {snapshot.sync_token} ({snapshot.create_date}) is older "
+            f"than the current snapshot's {current.sync_token} ({current.create_date})"
+        )
+        if not force:
+            # AWS's change notifications can arrive out of order; an older file is stale.
+            raise _Refused(f"{older}; --force replaces it anyway")
+        _error(f"warning: {older}; replacing it (--force)")
+    with contextlib.suppress(OSError):
+        if output.read_text(encoding="utf-8") == rendered:
+            print(f"{_shown(output)} is already up to date; nothing written")
+            return
+    try:
+        _write_atomically(output, rendered)
+    except OSError as error:
+        raise _Refused(f"cannot write {output}: {error}") from None
+    print(f"wrote {_shown(output)}")
+
+
+def _read_source(source: str) -> str:
+    scheme = urllib.parse.urlsplit(source).scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    source, headers={"User-Agent": f"chime-egress/{__version__}"}
+                ),
+                timeout=URL_TIMEOUT_SECONDS,
+            ) as response:
+                data: bytes = response.read(MAX_SOURCE_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            raise _Refused(f"{source}: HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise _Refused(f"{source}: cannot fetch: {reason}") from None
+    elif "://" in source:
+        raise _Refused(f"{source}: only http and https URLs, or a file path, are supported")
+    else:
+        try:
+            with Path(source).expanduser().open("rb") as file:
+                data = file.read(MAX_SOURCE_BYTES + 1)
+        except OSError as error:
+            raise _Refused(f"{source}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise _Refused(f"{source}: larger than {MAX_SOURCE_BYTES:,} bytes; not an ip-ranges.json")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _Refused(f"{source}: not UTF-8 text: {error}") from None
+
+
+def _entry_count(text: str) -> int:
+    document = json.loads(text)  # already parsed once by filter_aws_ranges: cannot fail here
+    return sum(len(document.get(key) or ()) for key in ("prefixes", "ipv6_prefixes"))
+
+
+def _current_snapshot(
+    output: Path, services: Sequence[str], regions: Sequence[str], force: bool
+) -> RangesSnapshot | None:
+    if not output.exists():
+        return None
+    try:
+        return load_aws_ranges(output, services, regions)
+    except ConfigError as error:
+        lines = "\n".join(str(problem) for problem in error.problems)
+        message = f"{lines}\nthe current snapshot {output} cannot be read, so its age is unknown"
+        if not force:
+            raise _Refused(f"{message}; --force replaces it anyway") from None
+        _error(f"warning: {message}; replacing it (--force)")
+        return None
+
+
+def _print_changes(old: Sequence[Prefix], new: Sequence[Prefix]) -> None:
+    def key(prefix: Prefix) -> tuple[str, str, str]:
+        return (str(prefix.network), prefix.service, prefix.region)
+
+    old_keys = {key(prefix) for prefix in old}
+    new_keys = {key(prefix) for prefix in new}
+    added = [prefix for prefix in new if key(prefix) not in old_keys]
+    removed = [prefix for prefix in old if key(prefix) not in new_keys]
+    _print_columns(
+        [
+            (f"{sign} {prefix.network}", prefix.service, prefix.region)
+            for sign, prefixes in (("+", added), ("-", removed))
+            for prefix in prefixes
+        ],
+        "  ",
+    )
+    kept = len(new) - len(added)
+    print(f"prefixes: {len(added)} added, {len(removed)} removed, {kept} unchanged")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: readers see old or new, whole."""
+    # Through a symlink, replace its target: renaming over the link would turn it into a file.
+    path = path.resolve()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        # mkstemp makes the file private (0600); the proxy may run as another user.
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    # Make the rename itself durable; not every platform lets a folder be opened for this.
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

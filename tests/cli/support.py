@@ -1,0 +1,41 @@
+"""Running the installed `chime-egress` command as an admin would, and files for it to read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+AWS = DATA / "aws-ip-ranges.json"
+HISTORY_OLD = DATA / "history" / "ip-ranges-2020-06-19-14-09-13.json"  # three /24s
+HISTORY_NEW = DATA / "history" / "ip-ranges-2020-06-19-14-29-12.json"  # one /18 GLOBAL
+SHIPPED_RANGES = ROOT / "config" / "chime-ip-ranges.json"
+
+# The console script of the environment running the tests: the command a user would type.
+COMMAND = Path(sys.executable).parent / "chime-egress"
+
+# A proxy set in the environment must not see the loopback URL tests (nor break them).
+_PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
+def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
+    return subprocess.run(
+        [str(COMMAND), *(str(arg) for arg in args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_allowlist(folder: Path, text: str, name: str = "allowlist.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
