@@ -1,0 +1,80 @@
+"""The addon's request hook, driven by mitmproxy's own test context (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+from chime_egress.egress_addon import ChimeHeaders
+
+ALLOWLIST = """\
+apps:
+  - app_key: AppKey1
+    tenants: [orgId]
+  - app_key: AppKey2
+destinations:
+  cidrs: [99.77.128.0/18]
+"""
+
+
+@pytest.fixture
+def addon(tmp_path: Path) -> Iterator[ChimeHeaders]:
+    path = tmp_path / "allowlist.yaml"
+    path.write_text(ALLOWLIST)
+    chime = ChimeHeaders()
+    with taddons.context(chime) as tctx:
+        tctx.configure(chime, chime_allowlist=str(path))
+        yield chime
+
+
+def flow_to(peer: str | None, host: str = "signal.example") -> tflow.HTTPFlow:
+    flow = tflow.tflow()
+    flow.request.host = host
+    flow.server_conn.peername = (peer, 443) if peer else None
+    flow.server_conn.address = (host, 443) if peer else None
+    return flow
+
+
+async def test_request_to_chime_gets_exactly_the_configured_headers(addon: ChimeHeaders) -> None:
+    flow = flow_to("::ffff:99.77.130.1")
+    flow.request.headers.add("x-amzn-chime-app-keys", "Evil")
+    flow.request.headers.add("X-AMZN-CHIME-APP-KEYS", "Evil2")
+    flow.request.headers.add("X-Amzn-Chime-Tenants", "Evil:x")
+    await addon.requestheaders(flow)
+    assert flow.response is None
+    assert flow.request.headers.get_all("X-Amzn-Chime-App-Keys") == ["AppKey1,AppKey2"]
+    assert flow.request.headers.get_all("X-Amzn-Chime-Tenants") == ["AppKey1:orgId"]
+    assert addon.counters.client_headers_stripped == 2
+    assert addon.counters.requests_injected == 1
+
+
+async def test_request_elsewhere_is_left_alone(addon: ChimeHeaders) -> None:
+    flow = flow_to("192.0.2.1")
+    flow.request.headers.add("X-Amzn-Chime-App-Keys", "mine")
+    await addon.requestheaders(flow)
+    assert flow.response is None
+    assert flow.request.headers.get_all("X-Amzn-Chime-App-Keys") == ["mine"]
+
+
+async def test_undecidable_request_is_answered_502_not_forwarded(addon: ChimeHeaders) -> None:
+    # No connected address and a host name the resolver rejects before asking anyone.
+    flow = flow_to(None, host="bad\x00host")
+    await addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    assert b"could not apply its Chime policy" in flow.response.content
+    assert addon.counters.requests_refused == 1
+
+
+async def test_websocket_upgrade_is_relayed_as_bytes_only_when_configured(
+    addon: ChimeHeaders,
+) -> None:
+    flow = tflow.twebsocketflow()
+    addon.response(flow)
+    assert flow.websocket is None
+    addon.websocket_relay = "websocket"
+    flow = tflow.twebsocketflow()
+    addon.response(flow)
+    assert flow.websocket is not None
