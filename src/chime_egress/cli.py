@@ -3,7 +3,8 @@
 Every answer comes from the proxy's own modules: an allowlist is checked by load_policy (so the
 messages are the proxy's, word for word), headers come from the compiled Policy, addresses are
 matched by its PrefixTable, and a ranges update selects entries with the parser that later loads
-them. Nothing here imports mitmproxy, so the command runs wherever the package is installed.
+them; the PAC file and firewall rules list the PrefixTable's own prefixes (deploy.py). Nothing
+here imports mitmproxy, so the command runs wherever the package is installed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import __version__
+from . import __version__, deploy
 from .allowlist import Allowlist, App, load_allowlist
 from .errors import ConfigError, Problem
 from .headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
@@ -39,6 +40,8 @@ from .verdict import (
 )
 
 DEFAULT_CONFIG = "config/allowlist.yaml"
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid allowlist, malformed header value, unreadable input, refused update
@@ -76,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         description=(
             "Check and explain a chime-egress allowlist with the proxy's own code: what the\n"
-            "proxy will send, what Chime will decide, and which addresses are Chime's."
+            "proxy will send, what Chime will decide, and which addresses are Chime's; print\n"
+            "what routes exactly those addresses to the proxy (a PAC file, firewall rules);\n"
+            "check that a running proxy answers."
         ),
         epilog=(
             "CONFIG is the allowlist, config/allowlist.yaml by default.\n\n"
@@ -232,6 +237,128 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_argument(update)
     update.set_defaults(handler=_ranges_update)
+
+    pac = commands.add_parser(
+        "pac",
+        help="print a proxy auto-config (PAC) file sending only Chime traffic to the proxy",
+        formatter_class=_Formatter,
+        description=(
+            "Print a PAC file that sends requests for the proxy's Chime destinations to the\n"
+            "proxy and everything else DIRECT: host names matching --host (*.chime.aws by\n"
+            "default) by name, other names and IP literals by address. IPv4 prefixes are\n"
+            "checked with isInNet; IPv6 prefixes with isInNetEx where the browser has it\n"
+            "(Chrome, Edge), else with the file's own matcher. The prefixes are the proxy's,\n"
+            "from the same allowlist and ranges file; regenerate after changing either.\n\n"
+            "With several --proxy, browsers try them in order. There is deliberately no DIRECT\n"
+            "fallback: when no proxy answers, Chime requests fail instead of leaving without\n"
+            "the headers."
+        ),
+        epilog=_epilog(ok="PAC file printed", invalid="invalid allowlist"),
+    )
+    pac.add_argument(
+        "--proxy",
+        required=True,
+        action="append",
+        type=_typed(deploy.parse_proxy_address),
+        metavar="HOST:PORT",
+        help="the proxy browsers should use, e.g. proxy.example.com:8080 (repeat for fail-over)",
+    )
+    pac.add_argument(
+        "--host",
+        action="append",
+        type=_typed(deploy.check_host_pattern),
+        metavar="PATTERN",
+        help="send host names matching this shExpMatch pattern to the proxy (repeat; "
+        f"default: {', '.join(deploy.DEFAULT_PAC_HOSTS)})",
+    )
+    _config_argument(pac)
+    pac.set_defaults(handler=_pac)
+
+    firewall = commands.add_parser(
+        "firewall",
+        help="print firewall rules redirecting Chime traffic to a transparent proxy",
+        formatter_class=_Formatter,
+        description=(
+            "Print an nftables script that redirects TCP connections (ports 80 and 443 by\n"
+            "default) bound for the proxy's Chime destinations, IPv4 and IPv6, to a local port\n"
+            "where mitmdump runs with --mode transparent. It only prints: apply it yourself\n"
+            "with `nft -f FILE`. Loading it again replaces its own table, inet chime_egress.\n\n"
+            "  --hook prerouting (default): on a gateway the clients' traffic passes through\n"
+            "  --hook output --proxy-user USER: for clients on the proxy's own machine; USER's\n"
+            "      (the proxy's) connections are exempt, or they would loop back to the proxy"
+        ),
+        epilog=_epilog(ok="rules printed", invalid="invalid allowlist"),
+    )
+    firewall.add_argument(
+        "--format",
+        choices=("nftables",),
+        default="nftables",
+        help="the rule syntax (default: nftables)",
+    )
+    firewall.add_argument(
+        "--proxy-port",
+        required=True,
+        type=_typed(deploy.parse_port),
+        metavar="N",
+        help="the local port mitmdump --mode transparent listens on",
+    )
+    firewall.add_argument(
+        "--ports",
+        type=_typed(deploy.parse_ports),
+        default=deploy.DEFAULT_REDIRECT_PORTS,
+        metavar="P,P",
+        help="destination TCP ports to redirect (default: 80,443)",
+    )
+    firewall.add_argument(
+        "--hook",
+        choices=("prerouting", "output"),
+        default="prerouting",
+        help="prerouting: traffic routed through this machine; output: this machine's own",
+    )
+    firewall.add_argument(
+        "--interface",
+        type=_typed(lambda text: deploy.check_nft_word(text, "interface name")),
+        metavar="IFACE",
+        help="only traffic arriving on (prerouting) or leaving by (output) this interface",
+    )
+    firewall.add_argument(
+        "--proxy-user",
+        type=_typed(lambda text: deploy.check_nft_word(text, "user name or uid")),
+        metavar="USER",
+        help="the user mitmdump runs as; its traffic is not redirected (required with output)",
+    )
+    _config_argument(firewall)
+    firewall.set_defaults(handler=_firewall, parser=firewall)
+
+    health = commands.add_parser(
+        "health",
+        help="check that a running proxy answers (for container health checks)",
+        formatter_class=_Formatter,
+        description=(
+            "Connect to the proxy and send it a request it must answer itself (no Host header,\n"
+            "no destination): mitmproxy replies 400 from its own event loop. Healthy when the\n"
+            "reply is HTTP from mitmproxy. Nothing is forwarded; no other host is contacted.\n"
+            "Needs an HTTP proxy listener (regular or upstream mode); for a transparent proxy,\n"
+            "add a loopback listener, e.g. --mode regular@127.0.0.1:8081, and probe that."
+        ),
+        epilog=_epilog(ok="healthy", invalid="unhealthy (the reason on stderr)"),
+    )
+    health.add_argument(
+        "--proxy",
+        type=_typed(deploy.parse_proxy_address),
+        default=deploy.parse_proxy_address("127.0.0.1:8080"),
+        metavar="HOST:PORT",
+        help="the proxy to probe (default: 127.0.0.1:8080)",
+    )
+    health.add_argument(
+        "--timeout",
+        type=_typed(_seconds),
+        default=5.0,
+        metavar="SECONDS",
+        help="give up after this long (default: 5)",
+    )
+    health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
+    health.set_defaults(handler=_health)
     return parser
 
 
@@ -243,6 +370,28 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
         metavar="CONFIG",
         help=f"the allowlist (default: {DEFAULT_CONFIG})",
     )
+
+
+def _typed(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser raising ValueError: its message becomes the usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds <= 300:
+        raise ValueError(f"{text!r}: expected more than 0 and at most 300 seconds")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -777,6 +926,58 @@ def _write_atomically(path: Path, text: str) -> None:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+# pac
+
+
+def _pac(args: argparse.Namespace) -> int:
+    config = _config_path(args.config)
+    policy = _load_policy(config)
+    if policy is None:
+        return EXIT_INVALID
+    hosts = tuple(dict.fromkeys(args.host or deploy.DEFAULT_PAC_HOSTS))
+    sys.stdout.write(deploy.render_pac(policy, str(config), args.proxy, hosts, __version__))
+    return EXIT_OK
+
+
+# firewall
+
+
+def _firewall(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    if args.hook == "output" and args.proxy_user is None:
+        parser.error("--hook output needs --proxy-user (the proxy's own traffic must not loop)")
+    config = _config_path(args.config)
+    policy = _load_policy(config)
+    if policy is None:
+        return EXIT_INVALID
+    sys.stdout.write(
+        deploy.render_nftables(
+            policy,
+            str(config),
+            args.proxy_port,
+            ports=args.ports,
+            hook=args.hook,
+            interface=args.interface,
+            proxy_user=args.proxy_user,
+            version=__version__,
+        )
+    )
+    return EXIT_OK
+
+
+# health
+
+
+def _health(args: argparse.Namespace) -> int:
+    health = deploy.probe_proxy(args.proxy, args.timeout)
+    if not health.healthy:
+        _error(f"unhealthy: {health.detail}")
+        return EXIT_INVALID
+    if not args.quiet:
+        print(f"healthy: {health.detail}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

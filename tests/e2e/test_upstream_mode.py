@@ -97,18 +97,23 @@ class ParentProxy:
             with self._lock:
                 self._requests.append(request_line)
             method, target, version = request_line.split(" ", 2)
-            if method == "CONNECT":
-                host, port = _split_authority(target)
-                first = b""
-            elif target.startswith("http://"):
-                authority, _, path = target[len("http://") :].partition("/")
-                host, port = _split_authority(authority if ":" in authority else authority + ":80")
-                origin = f"{method} /{path} {version}\r\n" + "".join(
-                    f"{line}\r\n" for line in header_lines
-                )
-                first = origin.encode("latin-1") + b"\r\n" + rest
-                rest = b""
-            else:
+            try:
+                if method == "CONNECT":
+                    host, port = _split_authority(target)
+                    first = b""
+                elif target.startswith("http://"):
+                    authority, _, path = target[len("http://") :].partition("/")
+                    if ":" not in authority:
+                        authority += ":80"
+                    host, port = _split_authority(authority)
+                    origin = f"{method} /{path} {version}\r\n" + "".join(
+                        f"{line}\r\n" for line in header_lines
+                    )
+                    first = origin.encode("latin-1") + b"\r\n" + rest
+                    rest = b""
+                else:
+                    raise ValueError(target)
+            except ValueError:  # not an IP literal, or not a proxy request
                 client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                 return
             if not ipaddress.ip_address(host).is_loopback:

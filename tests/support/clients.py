@@ -6,25 +6,29 @@ any proxy settings of the environment.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import http.client
 import json
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
+from websockets.asyncio.client import ClientConnection as AsyncClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from .proxy import LISTEN_HOST, clean_env
 from .servers import format_authority
 from .tls import client_context
 
 _STATUS_MARK = "\n@@curl-status@@"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,45 @@ def curl(
 # --- WebSocket -------------------------------------------------------------------------------
 
 
+class WebSocketSession:
+    """A ``websockets`` asyncio client connection, driven from synchronous test code.
+
+    The asyncio client runs on its own event loop in a private thread. (The *sync* client of
+    websockets reads and writes one TLS socket from two threads; with TLS 1.3 that stalls about
+    one handshake in a few hundred, with or without a proxy, and then hangs in close. Checked
+    with websockets 17.4 on Python 3.11.)
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: AsyncClientConnection) -> None:
+        self._loop = loop
+        self._conn = conn
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no WebSocket answer within {timeout}s") from None
+
+    def recv(self, timeout: float = 10.0) -> str | bytes:
+        """The next message (fails after ``timeout`` seconds)."""
+        return self._run(asyncio.wait_for(self._conn.recv(), timeout), timeout + 1)
+
+    def send(self, message: str | bytes, timeout: float = 10.0) -> None:
+        self._run(asyncio.wait_for(self._conn.send(message), timeout), timeout + 1)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with suppress(Exception):
+            self._run(asyncio.wait_for(self._conn.close(), timeout), timeout + 1)
+
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """The headers of the 101 response, as the client saw them."""
+        response = self._conn.response
+        return [] if response is None else list(response.headers.raw_items())
+
+
 @contextmanager
 def websocket(
     url: str,
@@ -146,8 +189,8 @@ def websocket(
     cacert: Path | None = None,
     headers: Sequence[tuple[str, str]] = (),
     timeout: float = 10.0,
-) -> Iterator[ClientConnection]:
-    """A ``websockets`` client connection through the proxy (websockets >= 15 does the CONNECT).
+) -> Iterator[WebSocketSession]:
+    """A WebSocket through the proxy; ``websockets`` (>= 15) sends the CONNECT itself.
 
     ``cacert`` is the only CA trusted for ``wss://``; ``headers`` are added to the upgrade request.
     """
@@ -155,17 +198,39 @@ def websocket(
         client_context(cacert, alpn=("http/1.1",)) if url.startswith("wss:") and cacert else None
     )
     proxy = f"http://{LISTEN_HOST}:{proxy_port}" if proxy_port is not None else None
-    with ws_connect(
-        url,
-        proxy=proxy,
-        ssl=ssl_ctx,
-        additional_headers=list(headers),
-        compression=None,
-        open_timeout=timeout,
-        close_timeout=2,
-        ping_interval=None,
-    ) as conn:
-        yield conn
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="websocket client", daemon=True)
+    thread.start()
+    try:
+
+        async def opening() -> AsyncClientConnection:
+            return await ws_connect(
+                url,
+                proxy=proxy,
+                ssl=ssl_ctx,
+                additional_headers=list(headers),
+                compression=None,
+                open_timeout=timeout,
+                close_timeout=2,
+                ping_interval=None,
+            )
+
+        future = asyncio.run_coroutine_threadsafe(opening(), loop)
+        try:
+            conn = future.result(timeout + 5)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"WebSocket handshake with {url} took over {timeout}s") from None
+        session = WebSocketSession(loop, conn)
+        try:
+            yield session
+        finally:
+            session.close()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close()
 
 
 @dataclass(frozen=True)
@@ -184,7 +249,7 @@ class WebSocketExchange:
         return [str(n) for n, _ in self.upgrade["headers"] if str(n).lower() == lname]
 
 
-def read_upgrade_echo(conn: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+def read_upgrade_echo(conn: WebSocketSession, timeout: float = 10.0) -> dict[str, Any]:
     """The first message the echo server sends: the JSON of the upgrade request it received."""
     first = conn.recv(timeout=timeout)
     data = json.loads(first)

@@ -211,11 +211,11 @@ class EchoServer:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        ssl_ctx = None
-        if self.mode == "tls":
-            assert self.cert is not None
-            ssl_ctx = self.cert.server_context(self._alpn)
         try:
+            ssl_ctx = None
+            if self.mode == "tls":
+                assert self.cert is not None
+                ssl_ctx = self.cert.server_context(self._alpn)
             self._server = await asyncio.start_server(
                 self._handle, self.host, self._requested_port, ssl=ssl_ctx, limit=_MAX_HEAD
             )

@@ -1,0 +1,333 @@
+"""The container and deployment files parse, agree with each other, and name files that exist.
+
+No container engine or cluster here: these are static checks. The command itself is run, outside
+a container, by tests/e2e/test_compose_command.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from chime_egress.policy import load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SCALE_OUT = ROOT / "deploy" / "compose-scale-out.yml"
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+DOCKERFILE = ROOT / "Dockerfile"
+CONTAINER_CONFDIR = "/home/mitmproxy/.mitmproxy"
+HEALTH = ["chime-egress", "health", "--quiet", "--proxy", "127.0.0.1:8080", "--timeout", "5"]
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_all(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    result: list[tuple[str, str]] = []
+    current = ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or (stripped.startswith("#") and not current):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        text = current + stripped
+        current = ""
+        keyword, _, arguments = text.partition(" ")
+        result.append((keyword.upper(), arguments.strip()))
+    return result
+
+
+def instruction(name: str) -> list[str]:
+    return [arguments for keyword, arguments in dockerfile_instructions() if keyword == name]
+
+
+# Dockerfile
+
+
+def test_base_image_pinned() -> None:
+    [default] = [a for a in instruction("ARG") if a.startswith("PYTHON_IMAGE=")]
+    image = default.split("=", 1)[1]
+    # A full version, never latest or a floating minor.
+    assert re.fullmatch(r"python:3\.12\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image), image
+    assert instruction("FROM") == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
+
+
+def test_runs_as_non_root_with_ca_volume_and_config_folder() -> None:
+    assert instruction("USER") == ["mitmproxy"]
+    assert any(CONTAINER_CONFDIR in volume for volume in instruction("VOLUME"))
+    [cmd] = instruction("CMD")
+    command = json.loads(cmd)
+    assert command[0] == "mitmdump"
+    assert f"confdir={CONTAINER_CONFDIR}" in command
+    assert "chime_allowlist=/config/allowlist.yaml" in command
+
+
+def test_healthcheck_needs_no_curl() -> None:
+    [healthcheck] = instruction("HEALTHCHECK")
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    assert json.loads(healthcheck.partition(" CMD ")[2]) == HEALTH
+
+
+def test_installs_pinned_mitmproxy_12_and_pyyaml() -> None:
+    constraints = ROOT / "deploy" / "constraints.txt"
+    assert any("--constraint /tmp/src/deploy/constraints.txt" in run for run in instruction("RUN"))
+    pins = {}
+    for line in constraints.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            requirement = Requirement(line)
+            [spec] = requirement.specifier
+            assert spec.operator == "==", line
+            pins[requirement.name.lower()] = spec.version
+    assert pins["mitmproxy"].startswith("12.")
+    assert "pyyaml" in pins
+    # The pins satisfy the project's own dependency ranges.
+    project = _pyproject()
+    for text in project["project"]["dependencies"]:
+        requirement = Requirement(text)
+        assert requirement.specifier.contains(pins[requirement.name.lower()]), text
+
+
+def _pyproject() -> dict[str, Any]:
+    import tomllib
+
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def _dockerignore_allows(path: str) -> bool:
+    """Whether the build context keeps `path` (a repository-relative file or folder)."""
+    allowed = True
+    for raw in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:] if negate else line
+        pattern = pattern.rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(p, pattern) for p in prefixes) or fnmatch.fnmatch(path, pattern):
+            allowed = negate
+    return allowed
+
+
+def test_copy_sources_exist_and_are_in_the_build_context() -> None:
+    copies = [a for a in instruction("COPY") if not a.startswith("--from=")]
+    assert copies
+    for arguments in copies:
+        *sources, _destination = arguments.split()
+        for source in sources:
+            path = ROOT / source
+            assert path.exists(), source
+            assert _dockerignore_allows(source.rstrip("/")), f"{source} is excluded"
+            if path.is_dir():
+                for file in path.rglob("*.py"):
+                    assert _dockerignore_allows(str(file.relative_to(ROOT))), file
+
+
+def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
+    for path in ("config/allowlist.yaml", ".git/config", "tests/conftest.py", ".ci/run"):
+        assert not _dockerignore_allows(path), path
+
+
+# docker-compose.yml
+
+
+def _service_paths(compose_file: Path, service: dict[str, Any], named: set[str]) -> None:
+    """Bind-mount sources and build contexts exist; named volumes are declared."""
+    base = compose_file.parent
+    build = service.get("build")
+    if build is not None:
+        context = base / (build if isinstance(build, str) else build.get("context", "."))
+        dockerfile = (
+            "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        )
+        assert (context / dockerfile).is_file(), (compose_file, build)
+    for volume in service.get("volumes", []):
+        source = volume.split(":", 1)[0]
+        if source.startswith((".", "/")):
+            assert (base / source).exists(), (compose_file, volume)
+        else:
+            assert source in named, (compose_file, volume)
+
+
+def test_compose_file() -> None:
+    document = load(COMPOSE)
+    [name] = document["services"]
+    service = document["services"][name]
+    _service_paths(COMPOSE, service, set(document.get("volumes") or {}))
+    assert service["build"] == "."
+    assert f"chime-ca:{CONTAINER_CONFDIR}" in service["volumes"]
+    assert "./config:/config:ro" in service["volumes"]
+    assert (ROOT / "config" / "allowlist.yaml").is_file()
+    assert service["ports"] == ["8080:8080"]
+    assert "9090:9090" in COMPOSE.read_text()  # the commented metrics placeholder
+    assert service["restart"] == "unless-stopped"
+    assert service["healthcheck"]["test"] == ["CMD", *HEALTH]
+    assert "corporate CA" in COMPOSE.read_text()
+    # The files the allowlist names are in the mounted folder.
+    policy = load_policy(ROOT / "config" / "allowlist.yaml")
+    for source in policy.sources:
+        assert source.resolve().parent == (ROOT / "config").resolve()
+
+
+def test_scale_out_compose_file() -> None:
+    document = load(SCALE_OUT)
+    services = document["services"]
+    named = set(document.get("volumes") or {})
+    for service in services.values():
+        _service_paths(SCALE_OUT, service, named)
+    proxy = services["chime-egress"]
+    assert proxy["deploy"]["replicas"] >= 2
+    assert "ports" not in proxy  # only the load balancer is published
+    assert proxy["command"] == load(COMPOSE)["services"]["chime-egress"]["command"]
+    assert proxy["depends_on"]["ca-init"]["condition"] == "service_completed_successfully"
+    assert f"chime-ca:{CONTAINER_CONFDIR}:ro" in proxy["volumes"]
+    assert "../config:/config:ro" in proxy["volumes"]
+    balancer = services["load-balancer"]
+    assert re.fullmatch(r"haproxy:\d+\.\d+\.\d+-alpine", balancer["image"])
+    haproxy = (SCALE_OUT.parent / "haproxy.cfg").read_text(encoding="utf-8")
+    assert "mode tcp" in haproxy
+    assert re.search(r"server-template \w+ \d+ chime-egress:8080 ", haproxy)
+    assert balancer["ports"] == ["8080:8080"]
+
+
+def test_scale_out_ca_init_command_creates_a_ca(tmp_path: Path) -> None:
+    """The ca-init one-liner, run here against a temporary folder, writes the whole CA store."""
+    [_, flag, code] = load(SCALE_OUT)["services"]["ca-init"]["command"]
+    assert flag == "-c"
+    folder = tmp_path / "ca"
+    exec(code.replace(CONTAINER_CONFDIR, str(folder)), {})
+    names = {path.name for path in folder.iterdir()}
+    assert {"mitmproxy-ca.pem", "mitmproxy-ca-cert.pem", "mitmproxy-dhparam.pem"} <= names
+    before = (folder / "mitmproxy-ca.pem").read_bytes()
+    exec(code.replace(CONTAINER_CONFDIR, str(folder)), {})  # a second run keeps the CA
+    assert (folder / "mitmproxy-ca.pem").read_bytes() == before
+
+
+# Kubernetes
+
+
+def kubernetes_objects() -> dict[str, dict[str, Any]]:
+    objects: dict[str, dict[str, Any]] = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in load_all(path):
+            objects[document["kind"]] = document
+    return objects
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = load(KUBERNETES / "kustomization.yaml")
+    resources = kustomization["resources"]
+    for resource in resources:
+        assert (KUBERNETES / resource).is_file(), resource
+    manifests = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(resources) == manifests
+
+
+def test_deployment_service_configmap_agree() -> None:
+    objects = kubernetes_objects()
+    deployment, service, configmap = (
+        objects["Deployment"],
+        objects["Service"],
+        objects["ConfigMap"],
+    )
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["command"] == load(COMPOSE)["services"]["chime-egress"]["command"]
+    assert container["readinessProbe"]["exec"]["command"] == HEALTH
+    assert container["livenessProbe"]["exec"]["command"] == HEALTH
+    port_names = {port["name"] for port in container["ports"]}
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in port_names
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert mounts["/config"]["readOnly"] is True
+    assert "subPath" not in mounts["/config"]  # subPath mounts never see ConfigMap updates
+    assert volumes[mounts["/config"]["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert mounts[CONTAINER_CONFDIR]["readOnly"] is True
+    secret = volumes[mounts[CONTAINER_CONFDIR]["name"]]["secret"]["secretName"]
+    # The Secret is created by the operator (it holds the CA's key); the instructions name it.
+    assert f"kubectl create secret generic {secret}" in (KUBERNETES / "deployment.yaml").read_text()
+    for needed in ("mitmproxy-ca.pem", "mitmproxy-ca-cert.pem", "mitmproxy-dhparam.pem"):
+        assert needed in (KUBERNETES / "deployment.yaml").read_text()
+
+
+def test_configmap_is_a_valid_configuration(tmp_path: Path) -> None:
+    data = kubernetes_objects()["ConfigMap"]["data"]
+    assert data["chime-ip-ranges.json"] == (ROOT / "config" / "chime-ip-ranges.json").read_text()
+    for name, text in data.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    policy = load_policy(tmp_path / "allowlist.yaml")
+    shipped = load_policy(ROOT / "config" / "allowlist.yaml")
+    assert policy.headers == shipped.headers
+
+    def key(prefixes: Any) -> list[tuple[str, str, str]]:
+        return [(str(p.network), p.service, p.region) for p in prefixes]
+
+    assert key(policy.table.prefixes) == key(shipped.table.prefixes)
+
+
+# docs
+
+
+def test_deploy_doc_linked_from_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## Deploying" in readme
+    assert readme.index("## Deploying") < readme.index("## How it works")
+    assert "docs/deploy.md" in readme
+    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for topic in ("PAC", "transparent", "block_global", "proxyauth", "Upgrading", "Scale-out"):
+        assert topic in doc, topic
+    # Every repository file the doc links to exists.
+    for link in re.findall(r"\]\((\.\./[^)#]+|[^):#]+\.(?:md|yml|yaml|cfg|txt))\)", doc):
+        assert (ROOT / "docs" / link).resolve().exists(), link
+
+
+def _docker_compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, timeout=30, check=False
+    )
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(not _docker_compose_available(), reason="no `docker compose` here")
+def test_compose_config_with_docker() -> None:  # pragma: no cover - only where compose exists
+    for path in (COMPOSE, SCALE_OUT):
+        result = subprocess.run(
+            ["docker", "compose", "-f", str(path), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
