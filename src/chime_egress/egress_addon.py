@@ -34,6 +34,7 @@ logger = logging.getLogger("chime_egress")
 DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 WEBSOCKET_RELAYS = ("tcp", "websocket")
+CHIME_DOMAIN = ".chime.aws"
 
 
 @dataclass(frozen=True)
@@ -320,13 +321,24 @@ class ChimeHeaders:
 async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
     if parse_address(host) is not None:
         return Verdict(policy.table.lookup(host), host)
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        # Behind a parent proxy only the parent may resolve external names. A Chime name we
+        # cannot place is unsure and fails closed; any other name is not ours to break.
+        if is_chime_name(host):
+            raise
+        return Verdict(None, f"{host} (not resolvable here)")
     addresses = [str(info[4][0]) for info in infos]
     for address in addresses:
         prefix = policy.table.lookup(address)
         if prefix is not None:
             return Verdict(prefix, address)
     return Verdict(None, ",".join(addresses) or None)
+
+
+def is_chime_name(host: str) -> bool:
+    return host.lower().rstrip(".").endswith(CHIME_DOMAIN)
 
 
 def _peer(client: connection.Client) -> str:

@@ -9,7 +9,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from chime_egress.egress_addon import ChimeHeaders
+from chime_egress.egress_addon import ChimeHeaders, is_chime_name
 
 ALLOWLIST = """\
 apps:
@@ -62,7 +62,7 @@ async def test_request_elsewhere_is_left_alone(addon: ChimeHeaders) -> None:
 
 async def test_undecidable_request_is_answered_502_not_forwarded(addon: ChimeHeaders) -> None:
     # No connected address and a host name the resolver rejects before asking anyone.
-    flow = flow_to(None, host="bad\x00host")
+    flow = flow_to(None, host="bad\x00host.chime.aws")
     await addon.requestheaders(flow)
     assert flow.response is not None and flow.response.status_code == 502
     assert b"could not apply its Chime policy" in (flow.response.content or b"")
@@ -79,3 +79,11 @@ async def test_websocket_upgrade_is_relayed_as_bytes_only_when_configured(
     flow = tflow.twebsocketflow()
     addon.response(flow)
     assert flow.websocket is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "chime"),
+    [("signal.m1.ue1.app.chime.aws", True), ("ICE.CHIME.AWS.", True), ("intranet.example", False)],
+)
+def test_unresolvable_names_are_unsure_only_under_chime_aws(host: str, chime: bool) -> None:
+    assert is_chime_name(host) is chime
