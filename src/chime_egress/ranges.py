@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,12 +238,14 @@ def _select_entries(
         if regions and region not in regions:
             continue
         raw = entry.get(prefix_key)
-        try:
-            network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
-        except ValueError as error:
-            problems.append(_problem(path, f"{where}.{prefix_key}", str(error)))
-            continue
         expected_version = 4 if prefix_key == "ip_prefix" else 6
+        network = _fast_network(raw, expected_version) if isinstance(raw, str) else None
+        if network is None:
+            try:
+                network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
+            except ValueError as error:
+                problems.append(_problem(path, f"{where}.{prefix_key}", str(error)))
+                continue
         if network is None or network.version != expected_version:
             problems.append(
                 _problem(path, f"{where}.{prefix_key}", f"must be an IPv{expected_version} prefix")
@@ -250,3 +253,24 @@ def _select_entries(
             continue
         selected.append((Prefix(network, service, region, path), entry))
     return selected
+
+
+def _fast_network(text: str, version: int) -> IPNetwork | None:
+    """`text` as a network of `version`, or None to let ipaddress parse it and explain why not.
+
+    AWS's full file has about 17,000 prefixes; parsing their text with the C socket functions
+    instead of ipaddress's string parser keeps loading it well under the 200 ms goal.
+    """
+    address, slash, length = text.partition("/")
+    if not (slash and length.isascii() and length.isdigit()):
+        return None
+    family, network_class = (
+        (socket.AF_INET, ipaddress.IPv4Network)
+        if version == 4
+        else (socket.AF_INET6, ipaddress.IPv6Network)
+    )
+    try:
+        number = int.from_bytes(socket.inet_pton(family, address), "big")
+        return network_class((number, int(length)))  # strict: host bits set raise ValueError
+    except (OSError, ValueError):
+        return None
