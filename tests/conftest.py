@@ -51,8 +51,14 @@ HANG_DUMP_SECONDS = 90.0
 
 
 @pytest.fixture(autouse=True)
-def _dump_stacks_if_hung() -> Iterator[None]:
-    """If a test runs for HANG_DUMP_SECONDS, print every thread's stack (the test goes on)."""
+def _dump_stacks_if_hung(request: pytest.FixtureRequest) -> Iterator[None]:
+    """If a test runs for HANG_DUMP_SECONDS, print every thread's stack (the test goes on).
+
+    Left to pytest when its own ``faulthandler_timeout`` option is set.
+    """
+    if float(request.config.getini("faulthandler_timeout") or 0) > 0:
+        yield
+        return
     faulthandler.dump_traceback_later(HANG_DUMP_SECONDS, repeat=True, file=sys.stderr)
     yield
     faulthandler.cancel_dump_traceback_later()

@@ -16,7 +16,7 @@ from tests.support.asserts import assert_chime_headers
 from tests.support.clients import curl, header_pairs, websocket, websocket_roundtrip
 from tests.support.config import App, write_config
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher
-from tests.support.servers import EchoServer
+from tests.support.servers import EchoServer, WsGreeting
 from tests.support.tls import TestCA
 
 APP_KEYS = "AppKey1,AppKey2"
@@ -143,3 +143,20 @@ def test_intercepting_log_line(
     assert server.host in line, f"no destination IP in {line!r}"
     assert prefix in line, f"no matched prefix in {line!r}"
     assert len(proxy.log_lines("intercepting", since=mark)) == 1, proxy.output()[mark:]
+
+
+@pytest.mark.parametrize("greeting", ["coalesced", "delayed"])
+def test_websocket_server_speaks_first(
+    proxy: MitmdumpProcess, test_ca: TestCA, greeting: WsGreeting
+) -> None:
+    """The server's first frame in the same TCP segment as its 101 (or well after it) arrives."""
+    cert = test_ca.issue(["127.0.0.2"], stem=f"ws-greeting-{greeting}")
+    with EchoServer("127.0.0.2", cert=cert, ws_greeting=greeting, name=greeting) as server:
+        exchange = websocket_roundtrip(
+            server.url(_path(), scheme="wss"),
+            proxy_port=proxy.port,
+            cacert=proxy.ca_cert,
+            headers=header_pairs(SPOOFED),
+        )
+    assert_chime_headers(exchange.upgrade["headers"], APP_KEYS, TENANTS, context=exchange)
+    assert exchange.echoes == ["hello", b"\x00\x01binary"]

@@ -12,6 +12,7 @@ therefore waits briefly after the line before declaring the proxy up.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import subprocess
@@ -278,6 +279,13 @@ class MitmdumpProcess:
         return f"$ {' '.join(self.command)}\n--- output ---\n{text}--- end ---"
 
 
+@atexit.register
+def _stop_running_mitmdumps() -> None:
+    """Never leave a mitmdump behind when the test process exits (even after a crash)."""
+    for proc in list(MitmdumpProcess.active):
+        proc.stop(timeout=2)
+
+
 class FailedStart(NamedTuple):
     """What :func:`run_expect_failure` observed: ``rc, output = run_expect_failure(...)``."""
 
@@ -296,13 +304,13 @@ def run_expect_failure(
     extra_args: Sequence[str] = (),
     cwd: Path | None = None,
     timeout: float = 20.0,
-    grace_after_listening: float = 3.0,
+    grace_after_listening: float = 5.0,
 ) -> FailedStart:
     """Run mitmdump when it is expected to refuse to start.
 
     Waits for it to exit (at most ``timeout`` s). If it reports a listening port and is still
-    running ``grace_after_listening`` seconds later, it is considered up: it is stopped, and the
-    result has ``returncode=None``.
+    running ``grace_after_listening`` seconds later without having announced that it is exiting,
+    it is considered up: it is stopped, and the result has ``returncode=None``.
     """
     cmd = build_command(
         confdir=confdir,
@@ -339,12 +347,16 @@ def run_expect_failure(
         if returncode is not None:
             break
         now = time.monotonic()
-        if listening_since is None:
-            with lock:
-                if _LISTENING.search("".join(chunks)):
-                    listening_since = now
+        with lock:
+            text = "".join(chunks)
+        if listening_since is None and _LISTENING.search(text):
+            listening_since = now
+        # Once mitmdump has said it is exiting, wait for the exit itself (slow on a busy machine).
+        exiting = _STARTUP_FAILED in text
         if now >= deadline or (
-            listening_since is not None and now - listening_since >= grace_after_listening
+            not exiting
+            and listening_since is not None
+            and now - listening_since >= grace_after_listening
         ):
             proc.terminate()
             try:
