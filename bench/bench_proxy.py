@@ -1066,8 +1066,8 @@ async def instructions(
     for config in configs:
         if config.key in medians:
             print(f"  {config.key}  {medians[config.key]:12,.0f}  {config.title}")
-    print("ratios (instructions of the floor over the instructions of this addon, i.e. the")
-    print("requests/s ratio if both ran at the same instructions per second):")
+    print("ratios: X/Y = instructions per request of Y over those of X, i.e. what the requests/s")
+    print("ratio X/Y would be if both ran at the same instructions per second:")
     for left, right in (("a", "b"), ("c", "d"), ("e", "b"), ("a", "e"), ("f", "b")):
         if left in medians and right in medians:
             ratio = medians[right] / medians[left]
