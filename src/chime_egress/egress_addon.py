@@ -102,6 +102,12 @@ class ChimeHeaders:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "termlog_verbosity" in updated:
+            # mitmdump sets the root logger to DEBUG whatever it displays, so every DEBUG record
+            # (one per passed-through connection) would be built and dispatched only to be
+            # dropped: most of this addon's per-connection cost. Emit them only when shown.
+            shown = getattr(ctx.options, "termlog_verbosity", "debug")
+            logger.setLevel(logging.DEBUG if shown == "debug" else logging.INFO)
         if "chime_reload_interval" in updated:
             try:
                 self.reload_interval = parse_reload_interval(ctx.options.chime_reload_interval)
