@@ -53,7 +53,8 @@ VOLUME ["/home/mitmproxy/.mitmproxy"]
 # real app.
 WORKDIR /config
 USER mitmproxy
-EXPOSE 8080
+# 8080 the proxy; 9108 Prometheus metrics (chime_metrics below; publish it only to Prometheus).
+EXPOSE 8080 9108
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["chime-egress", "health", "--quiet", "--proxy", "127.0.0.1:8080", "--timeout", "5"]
@@ -63,4 +64,5 @@ CMD ["mitmdump", \
      "-s", "/app/addon/chime_headers.py", \
      "--listen-port", "8080", \
      "--set", "confdir=/home/mitmproxy/.mitmproxy", \
-     "--set", "chime_allowlist=/config/allowlist.yaml"]
+     "--set", "chime_allowlist=/config/allowlist.yaml", \
+     "--set", "chime_metrics=0.0.0.0:9108"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,14 @@ from .identifiers import app_key_problem, tenant_id_problem
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
 
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
 _NULL_TAG = "tag:yaml.org,2002:null"
+
+ENFORCE = "enforce"
+OBSERVE = "observe"
+MODES = (ENFORCE, OBSERVE)
+DEFAULT_NETWORK_NAME = "default"  # the top-level settings, in logs and metric labels
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,32 @@ class Destinations:
 
 
 @dataclass(frozen=True)
+class Network:
+    """Clients (by source address) that get their own mode and, optionally, their own apps."""
+
+    name: str
+    clients: tuple[IPNetwork, ...]
+    mode: str
+    apps: tuple[App, ...] | None  # None: the top-level apps
+    line: int
+
+
+@dataclass(frozen=True)
 class Allowlist:
     path: Path
     apps: tuple[App, ...]
     destinations: Destinations
+    mode: str = ENFORCE
+    networks: tuple[Network, ...] = ()
+    # Legal but worth a look (a network that partly hides another); shown by validate and logged.
+    warnings: tuple[Problem, ...] = ()
 
     def header_input(self) -> list[tuple[str, tuple[str, ...]]]:
-        return [(app.app_key, app.tenants) for app in self.apps]
+        return header_input(self.apps)
+
+
+def header_input(apps: tuple[App, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(app.app_key, app.tenants) for app in apps]
 
 
 class _Reader:
@@ -62,10 +89,24 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = str(path)
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def problem(self, node: yaml.Node | None, field: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
         self.problems.append(Problem(self.path, line, field, message))
+
+    def warning(self, node: yaml.Node | None, field: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.warnings.append(Problem(self.path, line, field, message))
+
+    def choice(self, node: yaml.Node, field: str, choices: tuple[str, ...]) -> str | None:
+        text = self.text(node, field)
+        if text is not None and text not in choices:
+            hint = difflib.get_close_matches(text, choices, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            self.problem(node, field, f"{text!r} is not one of {', '.join(choices)}{suggestion}")
+            return None
+        return text
 
     def mapping(
         self, node: yaml.Node, field: str, allowed: tuple[str, ...]
@@ -114,7 +155,8 @@ class _Reader:
         return items
 
 
-_TOP_KEYS = ("apps", "destinations")
+_TOP_KEYS = ("mode", "apps", "networks", "destinations")
+_NETWORK_KEYS = ("name", "clients", "mode", "apps")
 _APP_KEYS = ("app_key", "name", "tenants")
 _DESTINATION_KEYS = ("ip_ranges", "services", "regions", "cidrs", "media_hosts")
 
@@ -136,12 +178,23 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
 
     top = reader.mapping(root, "", _TOP_KEYS)
     apps: tuple[App, ...] = ()
+    mode: str | None = ENFORCE
+    networks: tuple[Network, ...] = ()
     destinations = _default_destinations()
     if top is not None:
+        if "mode" in top:
+            mode = reader.choice(top["mode"][1], "mode", MODES)  # None: already reported
         if "apps" in top:
-            apps = _parse_apps(reader, *top["apps"])
-        else:
-            reader.problem(root, "apps", "missing: list at least one app with its app_key")
+            apps = _parse_apps(reader, top["apps"][1], "apps")
+        elif mode == ENFORCE:
+            reader.problem(
+                root,
+                "apps",
+                "missing: list at least one app with its app_key (or set 'mode: observe' to "
+                "watch the traffic before enforcing)",
+            )
+        if "networks" in top:
+            networks = _parse_networks(reader, top["networks"][1], has_default_apps=bool(apps))
         if "destinations" in top:
             destinations = _parse_destinations(reader, top["destinations"][1], path)
         else:
@@ -151,11 +204,18 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
                 "missing: set destinations.ip_ranges, destinations.cidrs "
                 "or both, so the proxy knows which addresses are Chime",
             )
-        if apps and "apps" in top:
-            _check_header_size(reader, top["apps"][0], apps)
+        if apps:
+            _check_header_size(reader, top["apps"][0], apps, "apps")
     if reader.problems:
         raise ConfigError(reader.problems)
-    return Allowlist(path=path, apps=apps, destinations=destinations)
+    return Allowlist(
+        path=path,
+        apps=apps,
+        destinations=destinations,
+        mode=mode or ENFORCE,
+        networks=networks,
+        warnings=tuple(reader.warnings),
+    )
 
 
 def load_allowlist(path: Path) -> Allowlist:
@@ -172,14 +232,14 @@ def _default_destinations() -> Destinations:
     return Destinations(None, None, DEFAULT_SERVICES, (), (), DEFAULT_MEDIA_HOSTS)
 
 
-def _parse_apps(reader: _Reader, key_node: yaml.Node, node: yaml.Node) -> tuple[App, ...]:
+def _parse_apps(reader: _Reader, node: yaml.Node, where: str) -> tuple[App, ...]:
     if not isinstance(node, yaml.SequenceNode) or not node.value:
-        reader.problem(node, "apps", "must be a non-empty list of apps, each with an app_key")
+        reader.problem(node, where, "must be a non-empty list of apps, each with an app_key")
         return ()
     apps: list[App] = []
     first_seen: dict[str, int] = {}
     for index, app_node in enumerate(node.value):
-        field = f"apps[{index}]"
+        field = f"{where}[{index}]"
         fields = reader.mapping(app_node, field, _APP_KEYS)
         if fields is None:
             continue
@@ -298,14 +358,177 @@ def _parse_cidr(reader: _Reader, node: yaml.Node, field: str, text: str) -> IPNe
         return None
 
 
-def _check_header_size(reader: _Reader, apps_key_node: yaml.Node, apps: tuple[App, ...]) -> None:
-    headers = build_headers((app.app_key, app.tenants) for app in apps)
+def _check_header_size(
+    reader: _Reader, apps_key_node: yaml.Node, apps: tuple[App, ...], field: str
+) -> None:
+    headers = build_headers(header_input(apps))
     for name, size in oversized_lines(headers):
         what = "apps" if name.endswith("App-Keys") else "apps or their tenants"
         reader.problem(
             apps_key_node,
-            "apps",
+            field,
             f"the {name} header line would be {size:,} bytes, over the "
             f"{MAX_HEADER_LINE_BYTES:,}-byte limit; remove {what} to trim at least "
             f"{size - MAX_HEADER_LINE_BYTES:,} bytes",
         )
+
+
+def _parse_networks(
+    reader: _Reader, node: yaml.Node, *, has_default_apps: bool
+) -> tuple[Network, ...]:
+    if not isinstance(node, yaml.SequenceNode):
+        reader.problem(node, "networks", "must be a list of networks, each with name and clients")
+        return ()
+    networks: list[Network] = []
+    names: dict[str, int] = {}
+    # (range, its field, its line, index of its network): earlier entries win, so each range is
+    # checked against all those before it.
+    seen: list[tuple[IPNetwork, str, int, int]] = []
+    for index, network_node in enumerate(node.value):
+        field = f"networks[{index}]"
+        fields = reader.mapping(network_node, field, _NETWORK_KEYS)
+        if fields is None:
+            continue
+        line = network_node.start_mark.line + 1
+        name = _network_name(reader, fields, network_node, field, names)
+        mode: str | None = None  # None: missing or invalid, reported
+        if "mode" in fields:
+            mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
+        else:
+            reader.problem(
+                network_node,
+                f"{field}.mode",
+                "missing: say 'enforce' or 'observe' for these clients",
+            )
+        apps: tuple[App, ...] | None = None
+        if "apps" in fields:
+            apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
+            if apps:
+                _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
+        elif mode == ENFORCE and not has_default_apps:
+            reader.problem(
+                network_node,
+                f"{field}.apps",
+                "missing: mode enforce needs apps, listed here or at the top level",
+            )
+        clients = _network_clients(reader, fields, network_node, field, index, seen)
+        if name is not None and mode is not None and clients:
+            networks.append(Network(name, clients, mode, apps, line))
+    return tuple(networks)
+
+
+def _network_name(
+    reader: _Reader,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    network_node: yaml.Node,
+    field: str,
+    names: dict[str, int],
+) -> str | None:
+    if "name" not in fields:
+        reader.problem(
+            network_node, f"{field}.name", "missing: name the network (for logs and metrics)"
+        )
+        return None
+    name_node = fields["name"][1]
+    name = reader.text(name_node, f"{field}.name")
+    if name is None:
+        return None
+    if not _NAME_PATTERN.fullmatch(name):
+        reader.problem(
+            name_node,
+            f"{field}.name",
+            f"{name!r} must be 1-64 letters, digits, '.', '_' or '-'",
+        )
+        return None
+    if name == DEFAULT_NETWORK_NAME:
+        reader.problem(
+            name_node,
+            f"{field}.name",
+            f"{name!r} is reserved for the top-level settings; choose another name",
+        )
+        return None
+    if name in names:
+        reader.problem(
+            name_node, f"{field}.name", f"{name!r} is already used on line {names[name]}"
+        )
+        return None
+    names[name] = name_node.start_mark.line + 1
+    return name
+
+
+def _network_clients(
+    reader: _Reader,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    network_node: yaml.Node,
+    field: str,
+    index: int,
+    seen: list[tuple[IPNetwork, str, int, int]],
+) -> tuple[IPNetwork, ...]:
+    if "clients" not in fields:
+        reader.problem(
+            network_node,
+            f"{field}.clients",
+            "missing: list the client address ranges, for example [10.20.0.0/16]",
+        )
+        return ()
+    clients_node = fields["clients"][1]
+    items = reader.text_list(clients_node, f"{field}.clients")
+    if items is not None and not items and isinstance(clients_node, yaml.SequenceNode):
+        reader.problem(clients_node, f"{field}.clients", "is empty; list at least one range")
+    clients: list[IPNetwork] = []
+    for position, (item_node, text) in enumerate(items or ()):
+        item_field = f"{field}.clients[{position}]"
+        network = _parse_cidr(reader, item_node, item_field, text)
+        if network is None:
+            continue
+        if isinstance(network, ipaddress.IPv6Network) and (
+            mapped := network.network_address.ipv4_mapped
+        ):
+            # Clients are matched by their IPv4 address even when they reach the proxy over
+            # an IPv6 socket, so an IPv4-mapped range would silently match nobody.
+            reader.problem(
+                item_node,
+                item_field,
+                f"{text!r} is an IPv4-mapped IPv6 range; write it as IPv4 "
+                f"({mapped}/{max(network.prefixlen - 96, 0)})",
+            )
+            continue
+        line = item_node.start_mark.line + 1
+        _report_overlaps(reader, item_node, item_field, network, index, seen)
+        seen.append((network, item_field, line, index))
+        clients.append(network)
+    return tuple(clients)
+
+
+def _report_overlaps(
+    reader: _Reader,
+    node: yaml.Node,
+    field: str,
+    network: IPNetwork,
+    index: int,
+    seen: list[tuple[IPNetwork, str, int, int]],
+) -> None:
+    """First match wins: a range inside an earlier one is dead; one around an earlier is legal."""
+    for earlier, earlier_field, earlier_line, earlier_index in seen:
+        if earlier.version != network.version or not earlier.overlaps(network):
+            continue
+        where = f"{earlier} ({earlier_field}, line {earlier_line})"
+        if network.subnet_of(earlier):  # type: ignore[arg-type]
+            if earlier_index == index:
+                message = f"{network} is already covered by {where}; remove one"
+            else:
+                message = (
+                    f"{network} lies inside {where}, which comes first, so this entry never "
+                    "applies to those clients; move it above, or remove it"
+                )
+            reader.problem(node, field, message)
+        elif earlier_index == index:
+            reader.problem(node, field, f"{network} covers {where}; remove one")
+        else:
+            # CIDR blocks nest or are disjoint: the earlier one is the more specific here.
+            reader.warning(
+                node,
+                field,
+                f"{network} contains {where}, which comes first: clients in {earlier} "
+                f"get networks[{earlier_index}]",
+            )

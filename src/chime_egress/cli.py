@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from . import __version__, deploy
 from .allowlist import Allowlist, App, load_allowlist
+from .client_policy import ClientPolicy
 from .errors import ConfigError, Problem
 from .headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
 from .policy import Policy, load_policy
@@ -137,20 +138,29 @@ def _parser() -> argparse.ArgumentParser:
             "Say whether Chime accepts or refuses (403) a meeting session created by the app\n"
             "with AppKey KEY and TenantIds ID..., given the headers the proxy sends, and which\n"
             "of the rules of AWS's guide 'Using AppKeys and TenantIDs' decided.\n\n"
-            "  explain --app-key KEY [--tenant ID ...] [CONFIG]\n"
-            "      the headers of an allowlist\n"
+            "  explain [--client ADDRESS] --app-key KEY [--tenant ID ...] [CONFIG]\n"
+            "      the headers of an allowlist (for the network of client ADDRESS)\n"
             "  explain --app-keys-header V [--tenants-header V] --app-key KEY [--tenant ID ...]\n"
             "      raw header values (from a capture or another proxy); a header not given is\n"
             "      taken as not sent\n"
-            "  explain [CONFIG]\n"
+            "  explain [--client ADDRESS] [CONFIG]\n"
             "      every app of the allowlist, with and without a matching tenant, and an app\n"
-            "      that is not listed"
+            "      that is not listed\n\n"
+            "With --client, the settings are those the proxy applies to that client address:\n"
+            "the first 'networks' entry holding it, else the top level. In observe mode the\n"
+            "proxy sends no headers, so Chime accepts every session."
         ),
         epilog=_epilog(
             ok="Chime accepts (always 0 without --app-key)",
             invalid="invalid allowlist, malformed header value, or impossible session",
             no="Chime answers 403",
         ),
+    )
+    explain.add_argument(
+        "--client",
+        metavar="ADDRESS",
+        type=_typed(_client_address),
+        help="the client's IP address: use the settings of its network",
     )
     explain.add_argument("--app-key", metavar="KEY", help="the AppKey of the session's app")
     explain.add_argument(
@@ -359,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     health.set_defaults(handler=_health)
+
     return parser
 
 
@@ -478,6 +489,8 @@ def _validate(args: argparse.Namespace) -> int:
                 }
             )
         return EXIT_INVALID
+    for warning in policy.allowlist.warnings:
+        _error(f"warning: {warning}")
     if args.format == "json":
         _print_json(_policy_json(config, policy))
     else:
@@ -516,6 +529,21 @@ def _policy_json(config: Path, policy: Policy) -> dict[str, Any]:
             for app in policy.allowlist.apps
         ],
         "tenants": sum(len(app.tenants) for app in policy.allowlist.apps),
+        "mode": policy.allowlist.mode,
+        "networks": [
+            {
+                "name": network.name,
+                "clients": [str(client) for client in network.clients],
+                "mode": network.mode,
+                "line": network.line,
+                "app_keys": [app.app_key for app in network.apps],
+                "headers": [
+                    {"name": name, "value": value} for name, value in network.http1_headers
+                ],
+            }
+            for network in policy.clients.networks
+        ],
+        "warnings": [_problem_json(warning) for warning in policy.allowlist.warnings],
         "prefixes": [
             {
                 "prefix": str(prefix.network),
@@ -544,10 +572,23 @@ def _policy_json(config: Path, policy: Policy) -> dict[str, Any]:
 def _print_summary(config: Path, policy: Policy) -> None:
     allowlist = policy.allowlist
     print(f"{config}: valid: {policy.summary()}")
+    print(f"mode: {allowlist.mode}")
     print(f"apps ({len(allowlist.apps)}, in header order):")
     for app in allowlist.apps:
         tenants = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
         print(f"  {app.label}: {tenants}")
+    if allowlist.networks:
+        print(f"networks ({len(allowlist.networks)}, the first holding a client's address wins):")
+        for network in allowlist.networks:
+            apps = (
+                "the top-level apps"
+                if network.apps is None
+                else f"apps {', '.join(app.app_key for app in network.apps)}"
+            )
+            if network.mode == "observe":
+                apps = "no headers"
+            clients = ", ".join(map(str, network.clients))
+            print(f"  {network.name} ({clients}): {network.mode}, {apps}")
     prefixes = policy.table.prefixes
     source = ""
     if policy.ranges is not None and allowlist.destinations.ip_ranges is not None:
@@ -587,6 +628,8 @@ def _explain(args: argparse.Namespace) -> int:
     # parser.error prints the usage and exits with 2, like every other bad command line.
     if raw and args.config is not None:
         parser.error("CONFIG cannot be combined with --app-keys-header or --tenants-header")
+    if raw and args.client is not None:
+        parser.error("--client cannot be combined with --app-keys-header or --tenants-header")
     if raw and args.app_key is None:
         parser.error("--app-keys-header and --tenants-header need --app-key")
     if args.tenant and args.app_key is None:
@@ -606,11 +649,44 @@ def _explain(args: argparse.Namespace) -> int:
     policy = _load_policy(config)
     if policy is None:
         return EXIT_INVALID
-    headers = policy.headers
-    origin = f"the proxy's, from {config}"
+    client_policy = _explained_client_policy(policy, args.client)
+    headers = client_policy.headers
+    app_keys, tenants = (headers.app_keys, headers.tenants) if headers else (None, None)
+    network = f" for network {client_policy.name}" if policy.clients.networks else ""
+    origin = f"the proxy's{network}, from {config}"
     if session is not None:
-        return _explain_one(session, headers.app_keys, headers.tenants, origin)
-    return _explain_all(policy.allowlist, headers, origin)
+        return _explain_one(session, app_keys, tenants, origin)
+    return _explain_all(client_policy.apps, app_keys, tenants, origin)
+
+
+def _client_address(text: str) -> str:
+    address = parse_address(text)
+    if address is None:
+        raise ValueError(f"{text!r} is not an IP address")
+    return str(address)
+
+
+def _explained_client_policy(policy: Policy, client: str | None) -> ClientPolicy:
+    clients = policy.clients
+    if client is None:
+        chosen = clients.default
+        if clients.networks:
+            names = ", ".join(network.name for network in clients.networks)
+            print(
+                f"settings: the top level (mode {chosen.mode}); networks {names} have their "
+                "own: see --client"
+            )
+    else:
+        chosen = clients.for_client(client)
+        where = (
+            f"network {chosen.name} ({', '.join(map(str, chosen.clients))}, line {chosen.line})"
+            if chosen.line is not None
+            else "no networks entry holds it: the top-level settings"
+        )
+        print(f"client {client}: {where}, mode {chosen.mode}")
+    if chosen.observing:
+        print("observe mode: the proxy adds no headers and decrypts nothing for these clients")
+    return chosen
 
 
 def _print_headers(app_keys: str | None, tenants: str | None, origin: str) -> None:
@@ -665,13 +741,15 @@ def _example_sessions(app: App) -> list[tuple[str, Session]]:
     ]
 
 
-def _explain_all(allowlist: Allowlist, headers: ChimeHeaders, origin: str) -> int:
-    _print_headers(headers.app_keys, headers.tenants, origin)
+def _explain_all(
+    apps: tuple[App, ...], app_keys: str | None, tenants: str | None, origin: str
+) -> int:
+    _print_headers(app_keys, tenants, origin)
     groups: list[tuple[str, list[tuple[str, Session]]]] = []
-    for app in allowlist.apps:
+    for app in apps:
         limit = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
         groups.append((f"{app.label}, {limit}", _example_sessions(app)))
-    other_app = _unused("OtherAppKey", [app.app_key for app in allowlist.apps])
+    other_app = _unused("OtherAppKey", [app.app_key for app in apps])
     groups.append(
         (
             f"any app not listed (for example AppKey {other_app})",
@@ -684,7 +762,7 @@ def _explain_all(allowlist: Allowlist, headers: ChimeHeaders, origin: str) -> in
         print(f"{title}:")
         width = max(len(label) for label, _ in sessions)
         for label, session in sessions:
-            verdict = judge(session, headers.app_keys, headers.tenants)
+            verdict = judge(session, app_keys, tenants)
             used.update(applied.rule.code for applied in verdict.deciding)
             print(f"  {verdict.decision.value:<6}  {label:<{width}}  {_deciding(verdict)}")
     print()

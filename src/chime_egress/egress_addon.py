@@ -1,9 +1,10 @@
 """mitmproxy glue: decide once per connection whether it is Chime-bound, and add the headers.
 
 Only connections to a configured prefix are decrypted; every other connection is handed to a raw
-TCP relay before mitmproxy parses a byte of it, and so is Chime media (see media.py). Every hook
-fails closed: when anything goes wrong for a request that may be Chime-bound, that request is
-answered with an error and never leaves.
+TCP relay before mitmproxy parses a byte of it, and so is Chime media (see media.py), and so is
+all Chime traffic of clients whose network is in observe mode (counted, never decrypted). Every
+hook fails closed: when anything goes wrong for a request that may be Chime-bound, that request
+is answered with an error and never leaves.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from weakref import WeakKeyDictionary, WeakSet
@@ -19,15 +21,27 @@ from weakref import WeakKeyDictionary, WeakSet
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import layer, layers
+from mitmproxy.proxy import events, layer, layers
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
+from .client_policy import ClientPolicy
+from .diagnostics import refusal_hint
 from .errors import ConfigError
-from .headers import CHIME_HEADER_NAMES
+from .headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
+from .jsonlog import JsonLinesHandler, fields, parse_json_log_target
 from .media import media_reason
+from .metrics import (
+    INTERCEPTED,
+    MEDIA,
+    OBSERVED,
+    PASSED_THROUGH,
+    Metrics,
+    MetricsServer,
+    parse_listen_address,
+)
 from .policy import FilesSignature, Policy, files_signature, load_policy
 from .ranges import Prefix, parse_address
-from .stats import Counters
 
 logger = logging.getLogger("chime_egress")
 
@@ -35,6 +49,9 @@ DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 WEBSOCKET_RELAYS = ("tcp", "websocket")
 CHIME_DOMAIN = ".chime.aws"
+# flow.metadata key: the client policy whose headers a request left with (for 403 diagnostics).
+INJECTED_POLICY = "chime_egress.policy"
+_BODY_EXCERPT = 200
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,37 @@ class _NeedMoreData(Exception):
     """The client's ClientHello has not fully arrived yet."""
 
 
+@dataclass
+class Observation:
+    """A Chime connection relayed untouched because its client is in observe mode."""
+
+    client: str
+    host: str
+    sni: str | None
+    address: str | None
+    prefix: str
+    network: str
+    started: float
+    bytes_from_client: int = 0
+    bytes_from_server: int = 0
+
+
+class ObservingRelay(layers.TCPLayer):
+    """mitmproxy's raw TCP relay, counting the bytes it relays for the observe-mode record."""
+
+    def __init__(self, context: Context, observation: Observation) -> None:
+        super().__init__(context, ignore=True)
+        self.observation = observation
+
+    def handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if isinstance(event, events.DataReceived):
+            if event.connection is self.context.client:
+                self.observation.bytes_from_client += len(event.data)
+            else:
+                self.observation.bytes_from_server += len(event.data)
+        return super().handle_event(event)
+
+
 def parse_reload_interval(text: str) -> float:
     """Seconds between checks of the allowlist files; a str option so a typo cannot unload us."""
     try:
@@ -67,7 +115,10 @@ def parse_reload_interval(text: str) -> float:
 class ChimeHeaders:
     def __init__(self) -> None:
         self.policy: Policy | None = None
-        self.counters = Counters()
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
+        self._json_handler: JsonLinesHandler | None = None
+        self._observations: WeakKeyDictionary[connection.Client, Observation] = WeakKeyDictionary()
         self.reload_interval = float(DEFAULT_RELOAD_INTERVAL)
         self.websocket_relay = "tcp"
         self._verdicts: WeakKeyDictionary[connection.Server, Verdict] = WeakKeyDictionary()
@@ -100,6 +151,20 @@ class ChimeHeaders:
             "upgrade (which gets the headers): 'tcp' relays the bytes without parsing frames; "
             "'websocket' parses every message, as mitmproxy does by default.",
         )
+        loader.add_option(
+            "chime_metrics",
+            str,
+            "",
+            "Serve Prometheus metrics at http://HOST:PORT/metrics: PORT (on 127.0.0.1) or "
+            "HOST:PORT, e.g. 0.0.0.0:9108 in a container. Empty: off.",
+        )
+        loader.add_option(
+            "chime_log_json",
+            str,
+            "",
+            "Also write each of the addon's log records as one JSON object per line: '-' for "
+            "standard output (with mitmdump -q), or a file to append to. Empty: off.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "termlog_verbosity" in updated:
@@ -120,6 +185,10 @@ class ChimeHeaders:
                     f"not {ctx.options.chime_websocket_relay!r}"
                 )
             self.websocket_relay = ctx.options.chime_websocket_relay
+        if "chime_log_json" in updated:
+            self._configure_json_log(ctx.options.chime_log_json)
+        if "chime_metrics" in updated:
+            self._configure_metrics(ctx.options.chime_metrics)
         if updated & {"ignore_hosts", "allow_hosts"} and (
             ctx.options.ignore_hosts or ctx.options.allow_hosts
         ):
@@ -136,8 +205,49 @@ class ChimeHeaders:
                 raise exceptions.OptionsError(
                     f"chime_allowlist: invalid configuration:\n{error}"
                 ) from None
-            self.policy = policy
-            logger.info(f"chime: allowlist loaded from {path}: {policy.summary()}")
+            self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
+
+    def _configure_json_log(self, text: str) -> None:
+        try:
+            target = parse_json_log_target(text)
+            handler = JsonLinesHandler(target) if target is not None else None
+        except (ValueError, OSError) as error:
+            raise exceptions.OptionsError(f"chime_log_json: {error}") from None
+        if self._json_handler is not None:
+            logger.removeHandler(self._json_handler)
+            self._json_handler.close()
+        self._json_handler = handler
+        if handler is not None:
+            logger.addHandler(handler)
+
+    def _configure_metrics(self, text: str) -> None:
+        try:
+            address = parse_listen_address(text)
+        except ValueError as error:
+            raise exceptions.OptionsError(str(error)) from None
+        if self.metrics_server is not None:
+            if self.metrics_server.address == address:
+                return
+            self.metrics_server.stop()
+            self.metrics_server = None
+        if address is None:
+            return
+        try:
+            self.metrics_server = MetricsServer(self.metrics, *address)
+        except OSError as error:
+            raise exceptions.OptionsError(
+                f"chime_metrics: cannot listen on {text}: {error.strerror or error}"
+            ) from None
+        logger.info(f"chime: metrics at http://{text.strip()}/metrics")
+
+    def _publish(self, policy: Policy, message: str) -> None:
+        self.policy = policy
+        self.metrics.configuration_loaded(
+            policy.clients, policy.ranges.sync_token if policy.ranges else None
+        )
+        logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
+        for warning in policy.allowlist.warnings:
+            logger.warning(f"chime: allowlist warning: {warning}")
 
     def running(self) -> None:
         if self._watcher is None:
@@ -147,11 +257,18 @@ class ChimeHeaders:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        if self._json_handler is not None:
+            logger.removeHandler(self._json_handler)
+            self._json_handler.close()
+            self._json_handler = None
 
     @command.command("chime.stats")  # type: ignore[untyped-decorator]
     def stats(self) -> str:
-        """What the Chime addon has done since start-up, as JSON."""
-        return json.dumps(self.counters.as_dict(), sort_keys=True)
+        """What the Chime addon has done since start-up, as JSON (the metrics' current values)."""
+        return json.dumps(self.metrics.snapshot(), sort_keys=True)
 
     # Hot reload
 
@@ -176,15 +293,20 @@ class ChimeHeaders:
         try:
             policy = await asyncio.to_thread(load_policy, path)
         except Exception as error:
-            self.counters.reloads_failed += 1
+            self.metrics.reloads.labels("failed").inc()
+            facts = fields("reload_failed", file=str(path), error=str(error))
             if isinstance(error, ConfigError):
-                logger.error(f"chime: reload failed; keeping the last good configuration:\n{error}")
+                logger.error(
+                    f"chime: reload failed; keeping the last good configuration:\n{error}",
+                    extra=facts,
+                )
             else:
-                logger.exception("chime: reload failed; keeping the last good configuration")
+                logger.exception(
+                    "chime: reload failed; keeping the last good configuration", extra=facts
+                )
             return False
-        self.policy = policy
-        self.counters.reloads_succeeded += 1
-        logger.info(f"chime: allowlist reloaded from {path}: {policy.summary()}")
+        self.metrics.reloads.labels("succeeded").inc()
+        self._publish(policy, f"chime: allowlist reloaded from {path}: {policy.summary()}")
         return True
 
     # Connection decisions
@@ -214,27 +336,112 @@ class ChimeHeaders:
             return
         self._decided.add(server)
         client = _peer(context.client)
+        client_policy = self._client_policy(context.client)
+        network = client_policy.name
         target = f"{_host(server)} (SNI {sni})" if sni else _host(server)
+        facts = {
+            "client": client,
+            "network": network,
+            "mode": client_policy.mode,
+            "host": _host(server),
+            "sni": sni,
+            "destination": verdict.address,
+            "prefix": str(verdict.prefix) if verdict.prefix else None,
+        }
+        if verdict.is_chime and client_policy.observing:
+            self.metrics.connections.labels(network, OBSERVED).inc()
+            self._observe(nextlayer, verdict, sni, client, network)
+            return
         if verdict.is_chime and why_media is None:
-            self.counters.connections_intercepted += 1
+            self.metrics.connections.labels(network, INTERCEPTED).inc()
             logger.info(
                 f"chime: intercepting {client} -> {target} "
-                f"[{verdict.address}] matched {verdict.prefix}"
+                f"[{verdict.address}] matched {verdict.prefix} ({client_policy.describe()})",
+                extra=fields("connection_intercepted", **facts),
             )
             return
         if why_media is not None:
-            self.counters.media_connections_passed_through += 1
+            self.metrics.connections.labels(network, MEDIA).inc()
             logger.info(
                 f"chime: passing media through {client} -> {target} "
-                f"[{verdict.address}] matched {verdict.prefix}: {why_media}"
+                f"[{verdict.address}] matched {verdict.prefix}: {why_media}",
+                extra=fields("media_passed_through", reason=why_media, **facts),
             )
         else:
-            self.counters.connections_passed_through += 1
-            logger.debug(f"chime: passing through {client} -> {_host(server)} [{verdict.address}]")
-        nextlayer.layer = (
-            layers.TCPLayer(context, ignore=True)
-            if context.client.transport_protocol == "tcp"
-            else layers.UDPLayer(context, ignore=True)
+            self.metrics.connections.labels(network, PASSED_THROUGH).inc()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    f"chime: passing through {client} -> {_host(server)} [{verdict.address}]",
+                    extra=fields("connection_passed_through", **facts),
+                )
+        nextlayer.layer = _raw_relay(context)
+
+    def _client_policy(self, client: connection.Client) -> ClientPolicy:
+        policy = self.policy
+        assert policy is not None
+        return policy.clients.for_client(str(client.peername[0]))
+
+    def _observe(
+        self,
+        nextlayer: layer.NextLayer,
+        verdict: Verdict,
+        sni: str | None,
+        client: str,
+        network: str,
+    ) -> None:
+        """Relay a Chime connection untouched; its record is logged when the client leaves."""
+        context = nextlayer.context
+        observation = Observation(
+            client=client,
+            host=_host(context.server),
+            sni=sni,
+            address=verdict.address,
+            prefix=str(verdict.prefix),
+            network=network,
+            started=time.monotonic(),
+        )
+        if context.client.transport_protocol == "tcp":
+            self._observations[context.client] = observation
+            nextlayer.layer = ObservingRelay(context, observation)
+        else:
+            self._log_observation(observation, counted=False)
+            nextlayer.layer = _raw_relay(context)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        observation = self._observations.pop(client, None)
+        if observation is not None:
+            self._log_observation(observation, counted=True)
+
+    def _log_observation(self, observation: Observation, *, counted: bool) -> None:
+        seconds = round(time.monotonic() - observation.started, 3) if counted else None
+        sent = observation.bytes_from_client if counted else None
+        received = observation.bytes_from_server if counted else None
+        if counted:
+            self.metrics.observed_bytes.labels(observation.network, "client").inc(
+                observation.bytes_from_client
+            )
+            self.metrics.observed_bytes.labels(observation.network, "server").inc(
+                observation.bytes_from_server
+            )
+        sni = f" (SNI {observation.sni})" if observation.sni else ""
+        amounts = f": {sent} bytes sent, {received} received in {seconds}s" if counted else " (udp)"
+        logger.info(
+            f"chime: observed {observation.client} -> {observation.host}{sni} "
+            f"[{observation.address}] matched {observation.prefix} "
+            f"(network {observation.network}, mode observe){amounts}",
+            extra=fields(
+                "connection_observed",
+                client=observation.client,
+                network=observation.network,
+                mode="observe",
+                sni=observation.sni,
+                host=observation.host,
+                destination=observation.address,
+                prefix=observation.prefix,
+                bytes_from_client=sent,
+                bytes_from_server=received,
+                duration_seconds=seconds,
+            ),
         )
 
     def _inspect_tunnel(self, nextlayer: layer.NextLayer) -> tuple[str | None, str | None]:
@@ -282,22 +489,31 @@ class ChimeHeaders:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
             verdict = self._verdicts.get(flow.server_conn)
+            client_policy = self._client_policy(flow.client_conn)
             if verdict is None:
                 # Not seen at the connection level: absolute-form plain HTTP, or a mode where
                 # mitmproxy connects after the request arrives.
                 verdict = await self._judge(flow.server_conn, flow.request.host)
                 if verdict.is_chime:
-                    logger.info(
-                        f"chime: intercepting {_peer(flow.client_conn)} -> "
-                        f"{flow.request.pretty_host} [{verdict.address}] matched {verdict.prefix}"
-                    )
+                    self._log_request_decision(flow, verdict, client_policy)
             if verdict.is_chime:
-                self._inject(flow)
+                if client_policy.observing:
+                    # Reaches here only for plain HTTP (or a reload after the connection was
+                    # decided): what observe mode promises is to add nothing.
+                    self.metrics.requests_observed.labels(client_policy.name).inc()
+                else:
+                    self._inject(flow, client_policy)
         except Exception:
-            self.counters.requests_refused += 1
+            self.metrics.requests_refused.inc()
             logger.exception(
                 f"chime: refusing request to {flow.request.pretty_host}: "
-                "cannot decide or add the Chime headers"
+                "cannot decide or add the Chime headers",
+                extra=fields(
+                    "request_refused",
+                    client=_peer(flow.client_conn),
+                    host=flow.request.pretty_host,
+                    path=flow.request.path,
+                ),
             )
             flow.response = http.Response.make(
                 502,
@@ -305,23 +521,78 @@ class ChimeHeaders:
                 {"Content-Type": "text/plain"},
             )
 
-    def _inject(self, flow: http.HTTPFlow) -> None:
-        policy = self.policy
-        assert policy is not None
+    def _log_request_decision(
+        self, flow: http.HTTPFlow, verdict: Verdict, client_policy: ClientPolicy
+    ) -> None:
+        client = _peer(flow.client_conn)
+        doing = "observing" if client_policy.observing else "intercepting"
+        logger.info(
+            f"chime: {doing} {client} -> {flow.request.pretty_host} [{verdict.address}] "
+            f"matched {verdict.prefix} ({client_policy.describe()})",
+            extra=fields(
+                "request_observed" if client_policy.observing else "connection_intercepted",
+                client=client,
+                network=client_policy.name,
+                mode=client_policy.mode,
+                host=flow.request.pretty_host,
+                destination=verdict.address,
+                prefix=str(verdict.prefix),
+            ),
+        )
+
+    def _inject(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
         headers = flow.request.headers
+        stripped = 0
         for name in CHIME_HEADER_NAMES:
             if headers.pop(name, None) is not None:  # removes every copy, in any letter case
-                self.counters.client_headers_stripped += 1
+                stripped += 1
+        if stripped:
+            self.metrics.client_headers_stripped.labels(client_policy.name).inc(stripped)
         is_h2 = flow.request.is_http2 or flow.request.is_http3
-        for name, value in policy.http2_headers if is_h2 else policy.http1_headers:
+        for name, value in client_policy.http2_headers if is_h2 else client_policy.http1_headers:
             headers[name] = value
-        self.counters.requests_injected += 1
+        flow.metadata[INJECTED_POLICY] = client_policy
+        self.metrics.requests_injected.labels(client_policy.name).inc()
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and flow.response.status_code == 403:
+            injected = flow.metadata.get(INJECTED_POLICY)
+            if isinstance(injected, ClientPolicy):
+                self._report_refusal(flow, injected)
         # The headers only matter on the upgrade request. Without a WebSocket record mitmproxy
         # relays the upgraded connection as plain bytes instead of parsing every frame.
         if flow.websocket is not None and self.websocket_relay == "tcp" and ctx.options.rawtcp:
             flow.websocket = None
+
+    def _report_refusal(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
+        """Chime refused a request that carried our headers: say who, where, with what, and why."""
+        assert flow.response is not None
+        client_address = str(flow.client_conn.peername[0])
+        host = flow.request.pretty_host
+        sent = dict(client_policy.http1_headers)
+        app_keys, tenants = sent.get(APP_KEYS_HEADER), sent.get(TENANTS_HEADER)
+        hint = refusal_hint(client_policy, client_address)
+        body = (flow.response.get_content(strict=False) or b"")[:_BODY_EXCERPT]
+        excerpt = body.decode("utf-8", "replace").strip()
+        self.metrics.chime_403.labels(client_policy.name, host).inc()
+        logger.warning(
+            f"chime: Chime answered 403 to {_peer(flow.client_conn)} for "
+            f"{host}{flow.request.path} ({client_policy.describe()}); sent "
+            f"{APP_KEYS_HEADER}: {app_keys}, {TENANTS_HEADER}: {tenants or '(not sent)'}; "
+            f"likely: {hint}" + (f"; response: {excerpt!r}" if excerpt else ""),
+            extra=fields(
+                "chime_403",
+                client=_peer(flow.client_conn),
+                host=host,
+                path=flow.request.path,
+                network=client_policy.name,
+                mode=client_policy.mode,
+                app_keys=app_keys,
+                tenants=tenants,
+                hint=hint,
+                response=excerpt or None,
+            ),
+        )
 
 
 async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
@@ -345,6 +616,12 @@ async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
 
 def is_chime_name(host: str) -> bool:
     return host.lower().rstrip(".").endswith(CHIME_DOMAIN)
+
+
+def _raw_relay(context: Context) -> layer.Layer:
+    if context.client.transport_protocol == "tcp":
+        return layers.TCPLayer(context, ignore=True)
+    return layers.UDPLayer(context, ignore=True)
 
 
 def _peer(client: connection.Client) -> str:

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .allowlist import Allowlist, load_allowlist
+from .allowlist import ENFORCE, Allowlist, load_allowlist
+from .client_policy import ClientPolicies, compile_client_policies
 from .errors import ConfigError, Problem
 from .headers import ChimeHeaders, build_headers
 from .media import MediaHosts
@@ -26,14 +27,13 @@ class Policy:
     allowlist: Allowlist
     ranges: RangesSnapshot | None
     table: PrefixTable
-    headers: ChimeHeaders
+    headers: ChimeHeaders  # of the top-level apps (empty values when there are none)
     media_hosts: MediaHosts
     # Fingerprints of the source files taken just before each was read: an edit made during or
     # after the read leaves the files different from this, so the watcher cannot miss it.
     loaded_signature: FilesSignature
-    # Rendered once here so the per-request work is a dict pop and two assignments.
-    http1_headers: tuple[tuple[str, str], ...]
-    http2_headers: tuple[tuple[str, str], ...]
+    # Mode and rendered headers per client network; the top-level settings are the default.
+    clients: ClientPolicies
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -52,7 +52,12 @@ class Policy:
         apps = self.allowlist.apps
         tenants = sum(len(app.tenants) for app in apps)
         token = f", ranges syncToken {self.ranges.sync_token}" if self.ranges else ""
-        return f"{len(apps)} apps, {tenants} tenants, {len(self.table)} prefixes{token}"
+        text = f"{len(apps)} apps, {tenants} tenants, {len(self.table)} prefixes{token}"
+        if self.allowlist.mode != ENFORCE:
+            text += f"; mode {self.allowlist.mode}"
+        if networks := self.clients.networks:
+            text += "; networks " + ", ".join(f"{n.name} ({n.mode})" for n in networks)
+        return text
 
 
 def load_policy(allowlist_path: Path) -> Policy:
@@ -75,8 +80,7 @@ def load_policy(allowlist_path: Path) -> Policy:
         headers=headers,
         media_hosts=MediaHosts(destinations.media_hosts),
         loaded_signature=signature,
-        http1_headers=headers.items(),
-        http2_headers=headers.items_lowercase(),
+        clients=compile_client_policies(allowlist),
     )
 
 

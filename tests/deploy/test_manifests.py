@@ -180,8 +180,8 @@ def test_compose_file() -> None:
     assert f"chime-ca:{CONTAINER_CONFDIR}" in service["volumes"]
     assert "./config:/config:ro" in service["volumes"]
     assert (ROOT / "config" / "allowlist.yaml").is_file()
-    assert service["ports"] == ["8080:8080"]
-    assert "9090:9090" in COMPOSE.read_text()  # the commented metrics placeholder
+    assert service["ports"] == ["8080:8080", "127.0.0.1:9108:9108"]
+    assert "chime_metrics=0.0.0.0:9108" in service["command"]
     assert service["restart"] == "unless-stopped"
     assert service["healthcheck"]["test"] == ["CMD", *HEALTH]
     assert "corporate CA" in COMPOSE.read_text()

@@ -18,9 +18,11 @@ from the compose file too and run against that proxy.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ CONTAINER_CONFDIR = "/home/mitmproxy/.mitmproxy"
 CONTAINER_CONFIG = "/config"
 CONTAINER_SCRIPT = "/app/addon/chime_headers.py"
 CONTAINER_PORT = "8080"
+CONTAINER_METRICS = "chime_metrics=0.0.0.0:9108"
 
 
 def compose_service() -> dict[str, Any]:
@@ -50,7 +53,9 @@ def compose_service() -> dict[str, Any]:
     return service
 
 
-def localize(argument: str, *, config: Path, confdir: Path, port: int) -> str:
+def localize(
+    argument: str, *, config: Path, confdir: Path, port: int, metrics_port: int = 0
+) -> str:
     if argument == "mitmdump":
         return str(MITMDUMP)
     if argument == "chime-egress":
@@ -59,6 +64,8 @@ def localize(argument: str, *, config: Path, confdir: Path, port: int) -> str:
         return str(ADDON_SCRIPT)
     if argument == CONTAINER_PORT:
         return str(port)
+    if argument == CONTAINER_METRICS:  # loopback only: no other address is ever used here
+        return f"chime_metrics=127.0.0.1:{metrics_port}"
     if argument == f"127.0.0.1:{CONTAINER_PORT}":
         return f"127.0.0.1:{port}"
     argument = argument.replace(CONTAINER_CONFDIR, str(confdir))
@@ -80,15 +87,25 @@ def config_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def metrics_port() -> int:
+    """Where the localized compose command serves /metrics (0.0.0.0:9108 in the container)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def compose_proxy(
-    config_folder: Path, tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA
+    config_folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    test_ca: TestCA,
+    metrics_port: int,
 ) -> Iterator[MitmdumpProcess]:
     confdir = tmp_path_factory.mktemp("compose-ca-volume")
     port = free_port()
     command = [
-        localize(arg, config=config_folder, confdir=confdir, port=port)
+        localize(arg, config=config_folder, confdir=confdir, port=port, metrics_port=metrics_port)
         for arg in compose_service()["command"]
     ]
+    assert f"chime_metrics=127.0.0.1:{metrics_port}" in command
     # Nothing left that points into the container.
     for argument in command:
         assert not argument.startswith(("/app/", "/config", "/home/mitmproxy")), command
@@ -182,3 +199,20 @@ def _dockerfile_instruction(dockerfile: str, name: str) -> str:
     found = [line for line in logical if line.split(" ", 1)[0] == name]
     assert found, f"no {name} in the Dockerfile"
     return found[-1].split(" ", 1)[1].strip()
+
+
+def test_metrics_are_served_as_composed(
+    compose_proxy: MitmdumpProcess, chime_server: EchoServer, metrics_port: int
+) -> None:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    curl(
+        chime_server.url("/for-metrics"),
+        proxy_port=compose_proxy.port,
+        cacert=compose_proxy.ca_cert,
+    )
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert 'chime_egress_apps_configured{mode="enforce",network="default"} 2.0' in text
+    assert "chime_egress_ranges_sync_token 1.787411825e+09" in text
+    injected = re.search(r'chime_egress_requests_injected_total\{network="default"\} (\S+)', text)
+    assert injected is not None and float(injected[1]) >= 1, text

@@ -263,7 +263,7 @@ def test_policy_combines_ranges_and_cidrs(tmp_path):
     assert str(policy.table.lookup("99.77.130.1")) == "99.77.128.0/18"
     assert str(policy.table.lookup("192.0.2.9")) == "192.0.2.0/24"
     assert policy.table.lookup("198.51.100.1") is None
-    assert policy.http1_headers == (
+    assert policy.clients.default.http1_headers == (
         ("X-Amzn-Chime-App-Keys", "K"),
         ("X-Amzn-Chime-Tenants", "K:ab"),
     )

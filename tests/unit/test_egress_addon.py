@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,8 +49,9 @@ async def test_request_to_chime_gets_exactly_the_configured_headers(addon: Chime
     assert flow.response is None
     assert flow.request.headers.get_all("X-Amzn-Chime-App-Keys") == ["AppKey1,AppKey2"]
     assert flow.request.headers.get_all("X-Amzn-Chime-Tenants") == ["AppKey1:orgId"]
-    assert addon.counters.client_headers_stripped == 2
-    assert addon.counters.requests_injected == 1
+    stats = json.loads(addon.stats())
+    assert stats["client_headers_stripped_total"] == {"network=default": 2}
+    assert stats["requests_injected_total"] == {"network=default": 1}
 
 
 async def test_request_elsewhere_is_left_alone(addon: ChimeHeaders) -> None:
@@ -66,7 +68,7 @@ async def test_undecidable_request_is_answered_502_not_forwarded(addon: ChimeHea
     await addon.requestheaders(flow)
     assert flow.response is not None and flow.response.status_code == 502
     assert b"could not apply its Chime policy" in (flow.response.content or b"")
-    assert addon.counters.requests_refused == 1
+    assert json.loads(addon.stats())["requests_refused_total"] == 1
 
 
 async def test_websocket_upgrade_is_relayed_as_bytes_only_when_configured(
@@ -87,3 +89,33 @@ async def test_websocket_upgrade_is_relayed_as_bytes_only_when_configured(
 )
 def test_unresolvable_names_are_unsure_only_under_chime_aws(host: str, chime: bool) -> None:
     assert is_chime_name(host) is chime
+
+
+OBSERVED_NETWORK = """\
+apps: [{app_key: AppKey1}]
+networks:
+  - {name: lab, clients: [10.9.0.0/16], mode: observe}
+destinations:
+  cidrs: [99.77.128.0/18]
+"""
+
+
+async def test_a_client_in_an_observe_network_gets_nothing_added(tmp_path: Path) -> None:
+    path = tmp_path / "allowlist.yaml"
+    path.write_text(OBSERVED_NETWORK)
+    chime = ChimeHeaders()
+    with taddons.context(chime) as tctx:
+        tctx.configure(chime, chime_allowlist=str(path))
+        observed = flow_to("99.77.130.1")
+        observed.client_conn.peername = ("10.9.1.1", 50000)
+        observed.request.headers["X-Amzn-Chime-App-Keys"] = "theirs"
+        await chime.requestheaders(observed)
+        enforced = flow_to("99.77.130.1")
+        enforced.client_conn.peername = ("10.8.1.1", 50000)
+        await chime.requestheaders(enforced)
+        stats = json.loads(chime.stats())
+    assert observed.response is None
+    assert observed.request.headers.get_all("X-Amzn-Chime-App-Keys") == ["theirs"]
+    assert enforced.request.headers.get_all("X-Amzn-Chime-App-Keys") == ["AppKey1"]
+    assert stats["requests_observed_total"] == {"network=lab": 1}
+    assert stats["requests_injected_total"] == {"network=default": 1}

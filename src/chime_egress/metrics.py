@@ -1,0 +1,166 @@
+"""What the proxy did, as Prometheus metrics, read by /metrics and the chime.stats command.
+
+A registry of its own (not prometheus_client's global one) so that two addon instances, or the
+tests, never share counts, and /metrics shows only the proxy's own series.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.exposition import generate_latest
+
+from .client_policy import ClientPolicies
+
+PREFIX = "chime_egress"
+
+# Outcomes of the connection decision, the `outcome` label of chime_egress_connections_total.
+INTERCEPTED = "intercepted"
+PASSED_THROUGH = "passed_through"
+MEDIA = "media_passed_through"
+OBSERVED = "observed"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.connections = Counter(
+            f"{PREFIX}_connections",
+            "Client connections by decision: intercepted (Chime, headers added), passed_through "
+            "(not Chime), media_passed_through (Chime media), observed (Chime, observe mode).",
+            ["network", "outcome"],
+            registry=registry,
+        )
+        self.requests_injected = Counter(
+            f"{PREFIX}_requests_injected",
+            "Requests to Chime that left with the allowlist headers.",
+            ["network"],
+            registry=registry,
+        )
+        self.requests_observed = Counter(
+            f"{PREFIX}_requests_observed",
+            "Plain-HTTP requests to Chime left unchanged because their client is in observe mode.",
+            ["network"],
+            registry=registry,
+        )
+        self.client_headers_stripped = Counter(
+            f"{PREFIX}_client_headers_stripped",
+            "Copies of the Chime headers sent by clients and removed before the proxy's own.",
+            ["network"],
+            registry=registry,
+        )
+        self.requests_refused = Counter(
+            f"{PREFIX}_requests_refused",
+            "Requests answered 502 because the proxy could not apply its policy to them.",
+            registry=registry,
+        )
+        self.chime_403 = Counter(
+            f"{PREFIX}_chime_403_responses",
+            "403 responses from Chime to requests that carried the allowlist headers.",
+            ["network", "host"],
+            registry=registry,
+        )
+        self.observed_bytes = Counter(
+            f"{PREFIX}_observed_bytes",
+            "Bytes relayed on observed Chime connections, by direction (sent by the client or "
+            "by the server).",
+            ["network", "direction"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            f"{PREFIX}_reloads",
+            "Reloads of the allowlist after an edit, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.config_age = Gauge(
+            f"{PREFIX}_config_age_seconds",
+            "Seconds since the configuration in force was loaded.",
+            registry=registry,
+        )
+        self.sync_token = Gauge(
+            f"{PREFIX}_ranges_sync_token",
+            "syncToken of the AWS ranges file in force (0 without one).",
+            registry=registry,
+        )
+        self.apps = Gauge(
+            f"{PREFIX}_apps_configured",
+            "Apps whose AppKey the proxy sends, per network policy (0 in observe mode).",
+            ["network", "mode"],
+            registry=registry,
+        )
+        self._loaded_at = time.monotonic()
+        self.config_age.set_function(lambda: time.monotonic() - self._loaded_at)
+        for result in ("succeeded", "failed"):
+            self.reloads.labels(result)  # present at 0 from the start, so rate() works
+
+    def configuration_loaded(self, clients: ClientPolicies, sync_token: str | None) -> None:
+        self._loaded_at = time.monotonic()
+        self.sync_token.set(float(sync_token) if sync_token else 0)
+        # A network removed by a reload must not keep reporting its old app count.
+        self.apps.clear()
+        for policy in clients.all:
+            sent = 0 if policy.observing else len(policy.apps)
+            self.apps.labels(policy.name, policy.mode).set(sent)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every series as JSON-ready values: {name: value} or {name: {"label=v,...": value}}."""
+        result: dict[str, Any] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                name = sample.name.removeprefix(f"{PREFIX}_")
+                value = int(sample.value) if sample.value.is_integer() else sample.value
+                if sample.labels:
+                    key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                    result.setdefault(name, {})[key] = value
+                else:
+                    result[name] = value
+        return result
+
+
+def parse_listen_address(text: str) -> tuple[str, int] | None:
+    """The chime_metrics option: "" (off), "PORT" (loopback) or "HOST:PORT" ("[::1]:PORT")."""
+    text = text.strip()
+    if not text:
+        return None
+    host, separator, port_text = text.rpartition(":")
+    if not separator:
+        host = "127.0.0.1"
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"chime_metrics: no host before ':' in {text!r}; write HOST:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(
+            f"chime_metrics must be PORT or HOST:PORT (e.g. 0.0.0.0:9108), not {text!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"chime_metrics: port {port} is outside 1-65535")
+    return host, port
+
+
+class MetricsServer:
+    """prometheus_client's /metrics HTTP server on its own thread, stoppable on reconfigure."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.address = (host, port)
+        # Raises OSError when the port is taken: the admin asked for metrics, so start-up fails.
+        self._server, self._thread = start_http_server(port, host, registry=metrics.registry)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
