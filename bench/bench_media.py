@@ -6,8 +6,9 @@ Two measurements, each comparing two configurations of the same mitmdump + addon
 over several rounds in one run (the machines are shared; compare ratios, not absolute figures):
 
 1. A bulk non-HTTP TLS stream (as TURN/TLS media is) to a Chime address, SNI ice.bench.m.chime.aws,
-   no ALPN: passed through (default media_hosts) versus decrypted (media_hosts: []). Reported as
-   bytes relayed per CPU-second of the mitmdump process.
+   no ALPN: passed through (default media_hosts) versus decrypted (media_hosts: []), and versus
+   observed (mode: observe, relayed by the byte-counting ObservingRelay). Reported as bytes
+   relayed per CPU-second of the mitmdump process.
 2. WebSocket echo messages on an intercepted Chime connection: chime_websocket_relay=websocket
    (mitmproxy parses every frame) versus tcp (bytes relayed after the upgrade). Reported as
    messages per second and mitmdump CPU-microseconds per message.
@@ -152,6 +153,7 @@ def main() -> int:
                 for label, extra, cafile in (
                     ("bulk passed through", "", ca.cert_path),
                     ("bulk decrypted", "  media_hosts: []\n", mitm_ca),
+                    ("bulk observed", "mode: observe\n", ca.cert_path),
                 ):
                     folder = root / f"{label}-{round_number}".replace(" ", "-")
                     results.setdefault(label, []).append(
@@ -186,12 +188,14 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"rounds: {args.rounds}, bulk {args.megabytes} MiB, {args.messages} WebSocket echoes")
     per_cpu: dict[str, float] = {}
-    for label in ("bulk passed through", "bulk decrypted"):
+    for label in ("bulk passed through", "bulk decrypted", "bulk observed"):
         values = [size / max(cpu, 1 / TICKS) for _, cpu in results[label]]
         per_cpu[label] = statistics.median(values)
         print(f"{label:28} {per_cpu[label] / 1e6:10.1f} MB per mitmdump CPU-second (median)")
     ratio = per_cpu["bulk passed through"] / per_cpu["bulk decrypted"]
     print(f"{'bulk: pass-through / decrypted':28} {ratio:10.1f}x bytes per CPU-second")
+    observed = per_cpu["bulk observed"] / per_cpu["bulk passed through"]
+    print(f"{'bulk: observed / pass-through':28} {observed:10.2f}x bytes per CPU-second")
     rates: dict[str, float] = {}
     for relay in ("websocket", "tcp"):
         label = f"websocket relay={relay}"

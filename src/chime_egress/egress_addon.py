@@ -335,46 +335,67 @@ class ChimeHeaders:
             logger.exception(f"chime: cannot judge {_peer(context.client)} -> {_host(server)}")
             return
         self._decided.add(server)
-        client = _peer(context.client)
         client_policy = self._client_policy(context.client)
         network = client_policy.name
-        target = f"{_host(server)} (SNI {sni})" if sni else _host(server)
-        facts = {
-            "client": client,
-            "network": network,
-            "mode": client_policy.mode,
-            "host": _host(server),
-            "sni": sni,
-            "destination": verdict.address,
-            "prefix": str(verdict.prefix) if verdict.prefix else None,
-        }
-        if verdict.is_chime and client_policy.observing:
-            self.metrics.connections.labels(network, OBSERVED).inc()
-            self._observe(nextlayer, verdict, sni, client, network)
-            return
-        if verdict.is_chime and why_media is None:
-            self.metrics.connections.labels(network, INTERCEPTED).inc()
-            logger.info(
-                f"chime: intercepting {client} -> {target} "
-                f"[{verdict.address}] matched {verdict.prefix} ({client_policy.describe()})",
-                extra=fields("connection_intercepted", **facts),
-            )
-            return
-        if why_media is not None:
-            self.metrics.connections.labels(network, MEDIA).inc()
-            logger.info(
-                f"chime: passing media through {client} -> {target} "
-                f"[{verdict.address}] matched {verdict.prefix}: {why_media}",
-                extra=fields("media_passed_through", reason=why_media, **facts),
-            )
-        else:
-            self.metrics.connections.labels(network, PASSED_THROUGH).inc()
+        if not verdict.is_chime:  # the common case: count it, and log only when shown
+            self.metrics.child(self.metrics.connections, network, PASSED_THROUGH).inc()
             if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    f"chime: passing through {client} -> {_host(server)} [{verdict.address}]",
-                    extra=fields("connection_passed_through", **facts),
+                self._log_connection(
+                    logging.DEBUG, "connection_passed_through", context, verdict, client_policy
                 )
+            nextlayer.layer = _raw_relay(context)
+            return
+        if client_policy.observing:
+            self.metrics.child(self.metrics.connections, network, OBSERVED).inc()
+            self._observe(nextlayer, verdict, sni, _peer(context.client), network)
+            return
+        if why_media is None:
+            self.metrics.child(self.metrics.connections, network, INTERCEPTED).inc()
+            self._log_connection(
+                logging.INFO, "connection_intercepted", context, verdict, client_policy, sni
+            )
+            return
+        self.metrics.child(self.metrics.connections, network, MEDIA).inc()
+        self._log_connection(
+            logging.INFO, "media_passed_through", context, verdict, client_policy, sni, why_media
+        )
         nextlayer.layer = _raw_relay(context)
+
+    def _log_connection(
+        self,
+        level: int,
+        event: str,
+        context: Context,
+        verdict: Verdict,
+        client_policy: ClientPolicy,
+        sni: str | None = None,
+        why_media: str | None = None,
+    ) -> None:
+        client, host = _peer(context.client), _host(context.server)
+        target = f"{host} (SNI {sni})" if sni else host
+        if event == "connection_intercepted":
+            text = f"intercepting {client} -> {target} [{verdict.address}] matched "
+            text += f"{verdict.prefix} ({client_policy.describe()})"
+        elif event == "media_passed_through":
+            text = f"passing media through {client} -> {target} [{verdict.address}] matched "
+            text += f"{verdict.prefix}: {why_media}"
+        else:
+            text = f"passing through {client} -> {host} [{verdict.address}]"
+        logger.log(
+            level,
+            f"chime: {text}",
+            extra=fields(
+                event,
+                client=client,
+                network=client_policy.name,
+                mode=client_policy.mode,
+                host=host,
+                sni=sni,
+                destination=verdict.address,
+                prefix=str(verdict.prefix) if verdict.prefix else None,
+                reason=why_media,
+            ),
+        )
 
     def _client_policy(self, client: connection.Client) -> ClientPolicy:
         policy = self.policy
@@ -500,7 +521,7 @@ class ChimeHeaders:
                 if client_policy.observing:
                     # Reaches here only for plain HTTP (or a reload after the connection was
                     # decided): what observe mode promises is to add nothing.
-                    self.metrics.requests_observed.labels(client_policy.name).inc()
+                    self.metrics.child(self.metrics.requests_observed, client_policy.name).inc()
                 else:
                     self._inject(flow, client_policy)
         except Exception:
@@ -547,12 +568,13 @@ class ChimeHeaders:
             if headers.pop(name, None) is not None:  # removes every copy, in any letter case
                 stripped += 1
         if stripped:
-            self.metrics.client_headers_stripped.labels(client_policy.name).inc(stripped)
+            stripped_counter = self.metrics.client_headers_stripped
+            self.metrics.child(stripped_counter, client_policy.name).inc(stripped)
         is_h2 = flow.request.is_http2 or flow.request.is_http3
         for name, value in client_policy.http2_headers if is_h2 else client_policy.http1_headers:
             headers[name] = value
         flow.metadata[INJECTED_POLICY] = client_policy
-        self.metrics.requests_injected.labels(client_policy.name).inc()
+        self.metrics.child(self.metrics.requests_injected, client_policy.name).inc()
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and flow.response.status_code == 403:
@@ -574,7 +596,7 @@ class ChimeHeaders:
         hint = refusal_hint(client_policy, client_address)
         body = (flow.response.get_content(strict=False) or b"")[:_BODY_EXCERPT]
         excerpt = body.decode("utf-8", "replace").strip()
-        self.metrics.chime_403.labels(client_policy.name, host).inc()
+        self.metrics.child(self.metrics.chime_403, client_policy.name, host).inc()
         logger.warning(
             f"chime: Chime answered 403 to {_peer(flow.client_conn)} for "
             f"{host}{flow.request.path} ({client_policy.describe()}); sent "

@@ -92,10 +92,21 @@ class Metrics:
             ["network", "mode"],
             registry=registry,
         )
+        # Labelled children by (metric, labels): labels() takes a lock and builds a key on
+        # every call, a cost paid per connection and per request otherwise.
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self._loaded_at = time.monotonic()
         self.config_age.set_function(lambda: time.monotonic() - self._loaded_at)
         for result in ("succeeded", "failed"):
             self.reloads.labels(result)  # present at 0 from the start, so rate() works
+
+    def child(self, counter: Counter, *labels: str) -> Counter:
+        """counter.labels(*labels), remembered (children of a counter are never removed)."""
+        key = (id(counter), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = counter.labels(*labels)
+        return found
 
     def configuration_loaded(self, clients: ClientPolicies, sync_token: str | None) -> None:
         self._loaded_at = time.monotonic()
