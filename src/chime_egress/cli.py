@@ -19,13 +19,15 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import __version__, deploy
 from .allowlist import Allowlist, App, load_allowlist
+from .cli_support import HelpFormatter, print_error, typed
 from .client_policy import ClientPolicy
+from .csp_cli import add_csp_commands
 from .errors import ConfigError, Problem
 from .headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
 from .policy import Policy, load_policy
@@ -42,7 +44,6 @@ from .verdict import (
 
 DEFAULT_CONFIG = "config/allowlist.yaml"
 
-T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid allowlist, malformed header value, unreadable input, refused update
@@ -70,14 +71,10 @@ def _epilog(
     return f"{text}\n  3  {no}" if no else text
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-wrapped descriptions and exit-code tables as written."""
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chime-egress",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Check and explain a chime-egress allowlist with the proxy's own code: what the\n"
             "proxy will send, what Chime will decide, and which addresses are Chime's; print\n"
@@ -100,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check an allowlist exactly as the proxy would",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Check an allowlist and the ranges file it names exactly as the proxy does at start\n"
             "and on reload, with the same messages (file, line and field). Every problem goes\n"
@@ -120,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     headers = commands.add_parser(
         "headers",
         help="print the exact header lines the proxy sends",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Print the header lines the proxy adds to every request bound for Chime, byte for\n"
             "byte (HTTP/2 sends the same values under lowercase names)."
@@ -133,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain",
         help="say whether Chime accepts a meeting session, and by which rule",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Say whether Chime accepts or refuses (403) a meeting session created by the app\n"
             "with AppKey KEY and TenantIds ID..., given the headers the proxy sends, and which\n"
@@ -159,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--client",
         metavar="ADDRESS",
-        type=_typed(_client_address),
+        type=typed(_client_address),
         help="the client's IP address: use the settings of its network",
     )
     explain.add_argument("--app-key", metavar="KEY", help="the AppKey of the session's app")
@@ -187,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     ranges = commands.add_parser(
         "ranges",
         help="look up addresses in, or update, the Chime ranges",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description="Look up addresses in the Chime ranges, or update the ranges snapshot.",
         epilog="See `chime-egress ranges lookup --help` and `chime-egress ranges update --help`.",
     )
@@ -196,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     lookup = ranges_commands.add_parser(
         "lookup",
         help="the prefix, service and region matching each address",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "For each address, the prefix that makes it a Chime destination for the proxy, with\n"
             "its service and region, or 'not a Chime destination'. IPv4, IPv6 and IPv4-mapped\n"
@@ -215,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     update = ranges_commands.add_parser(
         "update",
         help="rewrite the ranges snapshot from an AWS ip-ranges.json",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Read an AWS ip-ranges.json (a file, or an http(s) URL such as\n"
             "https://ip-ranges.amazonaws.com/ip-ranges.json), keep the entries of the\n"
@@ -251,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     pac = commands.add_parser(
         "pac",
         help="print a proxy auto-config (PAC) file sending only Chime traffic to the proxy",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Print a PAC file that sends requests for the proxy's Chime destinations to the\n"
             "proxy and everything else DIRECT: host names matching --host (*.chime.aws by\n"
@@ -269,14 +266,14 @@ def _parser() -> argparse.ArgumentParser:
         "--proxy",
         required=True,
         action="append",
-        type=_typed(deploy.parse_proxy_address),
+        type=typed(deploy.parse_proxy_address),
         metavar="HOST:PORT",
         help="the proxy browsers should use, e.g. proxy.example.com:8080 (repeat for fail-over)",
     )
     pac.add_argument(
         "--host",
         action="append",
-        type=_typed(deploy.check_host_pattern),
+        type=typed(deploy.check_host_pattern),
         metavar="PATTERN",
         help="send host names matching this shExpMatch pattern to the proxy (repeat; "
         f"default: {', '.join(deploy.DEFAULT_PAC_HOSTS)})",
@@ -287,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     firewall = commands.add_parser(
         "firewall",
         help="print firewall rules redirecting Chime traffic to a transparent proxy",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Print an nftables script that redirects TCP connections (ports 80 and 443 by\n"
             "default) bound for the proxy's Chime destinations, IPv4 and IPv6, to a local port\n"
@@ -308,13 +305,13 @@ def _parser() -> argparse.ArgumentParser:
     firewall.add_argument(
         "--proxy-port",
         required=True,
-        type=_typed(deploy.parse_port),
+        type=typed(deploy.parse_port),
         metavar="N",
         help="the local port mitmdump --mode transparent listens on",
     )
     firewall.add_argument(
         "--ports",
-        type=_typed(deploy.parse_ports),
+        type=typed(deploy.parse_ports),
         default=deploy.DEFAULT_REDIRECT_PORTS,
         metavar="P,P",
         help="destination TCP ports to redirect (default: 80,443)",
@@ -327,13 +324,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     firewall.add_argument(
         "--interface",
-        type=_typed(lambda text: deploy.check_nft_word(text, "interface name")),
+        type=typed(lambda text: deploy.check_nft_word(text, "interface name")),
         metavar="IFACE",
         help="only traffic arriving on (prerouting) or leaving by (output) this interface",
     )
     firewall.add_argument(
         "--proxy-user",
-        type=_typed(lambda text: deploy.check_nft_word(text, "user name or uid")),
+        type=typed(lambda text: deploy.check_nft_word(text, "user name or uid")),
         metavar="USER",
         help="the user mitmdump runs as; its traffic is not redirected (required with output)",
     )
@@ -343,7 +340,7 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health",
         help="check that a running proxy answers (for container health checks)",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         description=(
             "Connect to the proxy and send it a request it must answer itself (no Host header,\n"
             "no destination): mitmproxy replies 400 from its own event loop. Healthy when the\n"
@@ -355,14 +352,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument(
         "--proxy",
-        type=_typed(deploy.parse_proxy_address),
+        type=typed(deploy.parse_proxy_address),
         default=deploy.parse_proxy_address("127.0.0.1:8080"),
         metavar="HOST:PORT",
         help="the proxy to probe (default: 127.0.0.1:8080)",
     )
     health.add_argument(
         "--timeout",
-        type=_typed(_seconds),
+        type=typed(_seconds),
         default=5.0,
         metavar="SECONDS",
         help="give up after this long (default: 5)",
@@ -370,6 +367,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     health.set_defaults(handler=_health)
 
+    add_csp_commands(commands)
     return parser
 
 
@@ -381,18 +379,6 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
         metavar="CONFIG",
         help=f"the allowlist (default: {DEFAULT_CONFIG})",
     )
-
-
-def _typed(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """An argparse type from a parser raising ValueError: its message becomes the usage error."""
-
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return convert
 
 
 def _seconds(text: str) -> float:
@@ -414,19 +400,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Shared helpers
 
 
-def _error(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def _config_path(text: str) -> Path:
     # As the proxy does with its chime_allowlist option, so both name the file alike in messages.
     return Path(text).expanduser()
 
 
 def _report_problems(what: Path | str, problems: Sequence[Problem], refusal: str) -> None:
-    _error(f"{what}: {refusal} ({_plural(len(problems), 'problem', 'problems')}):")
+    print_error(f"{what}: {refusal} ({_plural(len(problems), 'problem', 'problems')}):")
     for problem in problems:
-        _error(str(problem))
+        print_error(str(problem))
 
 
 def _load_policy(config: Path) -> Policy | None:
@@ -490,7 +472,7 @@ def _validate(args: argparse.Namespace) -> int:
             )
         return EXIT_INVALID
     for warning in policy.allowlist.warnings:
-        _error(f"warning: {warning}")
+        print_error(f"warning: {warning}")
     if args.format == "json":
         _print_json(_policy_json(config, policy))
     else:
@@ -638,7 +620,7 @@ def _explain(args: argparse.Namespace) -> int:
         session = Session(args.app_key, tuple(args.tenant)) if args.app_key is not None else None
     except InvalidSession as error:
         for problem in error.problems:
-            _error(f"session: {problem}")
+            print_error(f"session: {problem}")
         return EXIT_INVALID
 
     if raw:
@@ -705,8 +687,8 @@ def _explain_one(session: Session, app_keys: str | None, tenants: str | None, or
         verdict = judge(session, app_keys, tenants)
     except MalformedHeader as error:
         for problem in error.problems:
-            _error(problem)
-        _error("cannot say what Chime would do: the AWS guide does not define such values")
+            print_error(problem)
+        print_error("cannot say what Chime would do: the AWS guide does not define such values")
         return EXIT_INVALID
     print(f"session: {_describe_session(session)}")
     _print_headers(app_keys, tenants, origin)
@@ -799,7 +781,7 @@ def _ranges_lookup(args: argparse.Namespace) -> int:
     for text in items:
         address = parse_address(text)
         if address is None:
-            _error(f"{text!r} is not an IP address")
+            print_error(f"{text!r} is not an IP address")
             bad = True
             continue
         prefix = policy.table.lookup(text)
@@ -837,8 +819,8 @@ def _ranges_update(args: argparse.Namespace) -> int:
     try:
         _update(allowlist, args.source, args.output, args.force)
     except _Refused as refusal:
-        _error(f"{refusal}")
-        _error("refused; nothing written")
+        print_error(f"{refusal}")
+        print_error("refused; nothing written")
         return EXIT_INVALID
     return EXIT_OK
 
@@ -887,7 +869,7 @@ def _update(allowlist: Allowlist, source: str, output_text: str | None, force: b
         if not force:
             # AWS's change notifications can arrive out of order; an older file is stale.
             raise _Refused(f"{older}; --force replaces it anyway")
-        _error(f"warning: {older}; replacing it (--force)")
+        print_error(f"warning: {older}; replacing it (--force)")
     with contextlib.suppress(OSError):
         if output.read_text(encoding="utf-8") == rendered:
             print(f"{_shown(output)} is already up to date; nothing written")
@@ -948,7 +930,7 @@ def _current_snapshot(
         message = f"{lines}\nthe current snapshot {output} cannot be read, so its age is unknown"
         if not force:
             raise _Refused(f"{message}; --force replaces it anyway") from None
-        _error(f"warning: {message}; replacing it (--force)")
+        print_error(f"warning: {message}; replacing it (--force)")
         return None
 
 
@@ -1051,7 +1033,7 @@ def _firewall(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     health = deploy.probe_proxy(args.proxy, args.timeout)
     if not health.healthy:
-        _error(f"unhealthy: {health.detail}")
+        print_error(f"unhealthy: {health.detail}")
         return EXIT_INVALID
     if not args.quiet:
         print(f"healthy: {health.detail}")

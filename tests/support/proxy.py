@@ -30,7 +30,8 @@ ADDON_SCRIPT = REPO_ROOT / "addon" / "chime_headers.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 
 LISTEN_HOST = "127.0.0.1"
-_LISTENING = re.compile(r"proxy listening at (?:\[?[0-9a-fA-F.:]+\]?):(\d+)")
+# "HTTP(S) proxy listening at ...", or in reverse mode "Reverse proxy to URL listening at ...".
+_LISTENING = re.compile(r"proxy (?:to \S+ )?listening at (?:\[?[0-9a-fA-F.:]+\]?):(\d+)")
 _STARTUP_FAILED = "Error logged during startup"
 _PROXY_ENV_VARS = {
     "http_proxy",

@@ -1,0 +1,413 @@
+"""The CSP addon in the real mitmdump, in reverse mode in front of a local app, driven by curl.
+
+    curl --resolve app.test:PORT:127.0.0.1 https://app.test:PORT/...
+      -> mitmdump --mode reverse:http://127.0.0.4:APP -s addon/chime_csp.py (127.0.0.1:PORT)
+      -> the test app (tests/support/webapp.py) on 127.0.0.4
+
+mitmproxy rewrites the Host header to the upstream's before any addon runs, so the name the
+"browser" used reaches the addon as its TLS server name: ``app.test`` is configured, ``other.test``
+is not. Verdicts on the policies that come back are the checker's (chime_egress.csp); whether a
+browser agrees is tests/browser's job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chime_egress.csp import generate_policy, merge_policies, request_allowed
+from tests.support.clients import curl
+from tests.support.proxy import ProxyLauncher, run_expect_failure
+from tests.support.webapp import (
+    CSP_SCRIPT,
+    ReverseProxy,
+    WebApp,
+    html_page,
+    reverse_proxy_args,
+    start_reverse_proxy,
+)
+
+APP_IP = "127.0.0.4"
+APP_HOST = "app.test"
+OTHER_HOST = "other.test"
+FEATURES = ("meetings", "video-fx")
+REPORT_PATH = "/chime-csp-reports"
+REPORTING = f"; report-uri {REPORT_PATH}; report-to chime-csp"
+SIGNAL = "wss://signal.m3.ue1.app.chime.aws/control/abc"
+INGEST = "https://data.svc.ue1.ingest.chime.aws/v1/client-events"
+SDK_SCRIPT = "https://static.sdkassets.chime.aws/ml_media_fx/otherassets/worker.js"
+ELSEWHERE = "https://evil.example/x"
+
+STRICT = "default-src 'self'"
+CONNECT_ONLY = "connect-src 'self'; img-src 'self'"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    headers: list[tuple[str, str]]
+    body: str
+    detail: str
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+def fetch(
+    proxy: ReverseProxy,
+    path: str,
+    *,
+    host: str = APP_HOST,
+    method: str = "GET",
+    data: str | None = None,
+    headers: Sequence[str] = (),
+    workdir: Path,
+) -> Fetched:
+    """One request through the reverse proxy, as a browser at https://HOST:PORT would send it."""
+    dump = workdir / "headers.txt"
+    args = ["--dump-header", str(dump), "-X", method]
+    if data is not None:
+        args += ["--data-binary", data]
+    result = curl(
+        f"https://{host}:{proxy.port}{path}",
+        proxy_port=None,
+        cacert=proxy.process.ca_cert,
+        resolve=[f"{host}:{proxy.port}:127.0.0.1"],
+        headers=headers,
+        extra_args=args,
+    )
+    assert result.returncode == 0, str(result)
+    lines = dump.read_bytes().decode("latin-1").splitlines()
+    fields = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
+    return Fetched(
+        status=result.status,
+        headers=[(n.strip(), v.strip()) for n, v in fields],
+        body=result.text,
+        detail=f"{result}\nresponse headers: {lines}",
+    )
+
+
+def allowed(policies: Sequence[str], kind: str, url: str) -> bool:
+    return request_allowed(policies, kind, url, f"https://{APP_HOST}")[0]
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[WebApp]:
+    with WebApp(APP_IP, name="app") as server:
+        server.route("/none", html_page())
+        server.route("/one", html_page(), headers=[("Content-Security-Policy", STRICT)])
+        server.route(
+            "/two",
+            html_page(),
+            headers=[
+                ("Content-Security-Policy", STRICT),
+                ("Content-Security-Policy", CONNECT_ONLY),
+            ],
+        )
+        server.route(
+            "/own-reporting",
+            html_page(),
+            headers=[("Content-Security-Policy", f"{STRICT}; report-uri /app-reports")],
+        )
+        server.route(
+            "/data.json",
+            '{"ok": true}',
+            content_type="application/json",
+            headers=[("Content-Security-Policy", STRICT)],
+        )
+        yield server
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("csp-reports") / "reports.jsonl"
+
+
+@pytest.fixture(scope="module")
+def proxy(module_proxy_launcher: ProxyLauncher, app: WebApp, report_file: Path) -> ReverseProxy:
+    return start_reverse_proxy(
+        module_proxy_launcher,
+        app.origin,
+        [
+            f"chime_csp_hosts={APP_HOST}",
+            f"chime_csp_features={','.join(FEATURES)}",
+            f"chime_csp_report_path={REPORT_PATH}",
+            f"chime_csp_report_file={report_file}",
+        ],
+        label="csp enforce",
+    )
+
+
+@pytest.fixture(scope="module")
+def report_only_proxy(module_proxy_launcher: ProxyLauncher, app: WebApp) -> ReverseProxy:
+    return start_reverse_proxy(
+        module_proxy_launcher,
+        app.origin,
+        [
+            f"chime_csp_hosts={APP_HOST}",
+            f"chime_csp_features={','.join(FEATURES)}",
+            "chime_csp_report_only=true",
+            f"chime_csp_report_path={REPORT_PATH}",
+        ],
+        label="csp report-only",
+    )
+
+
+# --- policies -------------------------------------------------------------------------------
+
+
+def test_one_app_policy_is_merged(proxy: ReverseProxy, tmp_path: Path) -> None:
+    got = fetch(proxy, "/one", workdir=tmp_path)
+    assert got.status == 200, got.detail
+    (policy,) = got.values("Content-Security-Policy")
+    assert policy == merge_policies(STRICT, FEATURES) + REPORTING, got.detail
+    for kind, url in [("connect", SIGNAL), ("connect", INGEST), ("script", SDK_SCRIPT)]:
+        assert allowed([policy], kind, url), f"{kind} {url} blocked by {policy}"
+    assert not allowed([policy], "connect", ELSEWHERE), "merging must not open anything else"
+    assert got.values("Reporting-Endpoints") == [f'chime-csp="{REPORT_PATH}"'], got.detail
+    assert "chime-csp test page" in got.body
+
+
+def test_two_app_policies_are_merged_each_on_its_own(proxy: ReverseProxy, tmp_path: Path) -> None:
+    got = fetch(proxy, "/two", workdir=tmp_path)
+    policies = got.values("Content-Security-Policy")
+    assert policies == [
+        merge_policies(STRICT, FEATURES) + REPORTING,
+        merge_policies(CONNECT_ONLY, FEATURES) + REPORTING,
+    ], got.detail
+    assert allowed(policies, "connect", SIGNAL) and allowed(policies, "connect", INGEST)
+    assert not allowed(policies, "connect", ELSEWHERE)
+    assert not allowed(policies, "image", "https://images.example/x.png"), "img-src kept"
+
+
+def test_no_app_policy_gets_the_default(proxy: ReverseProxy, tmp_path: Path) -> None:
+    got = fetch(proxy, "/none", workdir=tmp_path)
+    assert got.values("Content-Security-Policy") == [generate_policy(FEATURES) + REPORTING]
+    assert got.values("Content-Security-Policy-Report-Only") == []
+    assert got.values("Reporting-Endpoints") == [f'chime-csp="{REPORT_PATH}"'], got.detail
+
+
+def test_the_apps_own_reporting_is_kept(proxy: ReverseProxy, tmp_path: Path) -> None:
+    got = fetch(proxy, "/own-reporting", workdir=tmp_path)
+    (policy,) = got.values("Content-Security-Policy")
+    assert policy == merge_policies(f"{STRICT}; report-uri /app-reports", FEATURES), got.detail
+    assert got.values("Reporting-Endpoints") == [], got.detail
+
+
+def test_non_html_is_untouched(proxy: ReverseProxy, tmp_path: Path) -> None:
+    got = fetch(proxy, "/data.json", workdir=tmp_path)
+    assert got.values("Content-Security-Policy") == [STRICT], got.detail
+    assert got.values("Reporting-Endpoints") == []
+
+
+def test_a_host_not_configured_is_untouched(proxy: ReverseProxy, tmp_path: Path) -> None:
+    for path, expected in [("/one", [STRICT]), ("/none", [])]:
+        got = fetch(proxy, path, host=OTHER_HOST, workdir=tmp_path)
+        assert got.status == 200, got.detail
+        assert got.values("Content-Security-Policy") == expected, got.detail
+
+
+def test_report_only_leaves_the_enforced_policy_and_reports_the_merged_one(
+    report_only_proxy: ReverseProxy, tmp_path: Path
+) -> None:
+    got = fetch(report_only_proxy, "/two", workdir=tmp_path)
+    assert got.values("Content-Security-Policy") == [STRICT, CONNECT_ONLY], got.detail
+    assert got.values("Content-Security-Policy-Report-Only") == [
+        merge_policies(STRICT, FEATURES) + REPORTING,
+        merge_policies(CONNECT_ONLY, FEATURES) + REPORTING,
+    ], got.detail
+
+
+def test_report_only_without_an_app_policy_reports_the_default(
+    report_only_proxy: ReverseProxy, tmp_path: Path
+) -> None:
+    got = fetch(report_only_proxy, "/none", workdir=tmp_path)
+    assert got.values("Content-Security-Policy") == [], got.detail
+    assert got.values("Content-Security-Policy-Report-Only") == [
+        generate_policy(FEATURES) + REPORTING
+    ]
+    assert got.values("Reporting-Endpoints") == [f'chime-csp="{REPORT_PATH}"'], got.detail
+
+
+# --- the report collector ---------------------------------------------------------------------
+
+CSP_REPORT = {
+    "csp-report": {
+        "document-uri": f"https://{APP_HOST}/meeting",
+        "violated-directive": "connect-src",
+        "effective-directive": "connect-src",
+        "original-policy": STRICT,
+        "disposition": "enforce",
+        "blocked-uri": SIGNAL,
+        "status-code": 200,
+    }
+}
+REPORTS_JSON = [
+    {
+        "type": "csp-violation",
+        "age": 3,
+        "url": f"https://{APP_HOST}/meeting",
+        "user_agent": "curl",
+        "body": {
+            "documentURL": f"https://{APP_HOST}/meeting",
+            "blockedURL": "blob",
+            "effectiveDirective": "worker-src",
+            "originalPolicy": STRICT,
+            "disposition": "enforce",
+        },
+    }
+]
+
+
+def test_reports_of_both_formats_are_collected_and_never_reach_the_app(
+    proxy: ReverseProxy, app: WebApp, report_file: Path, tmp_path: Path
+) -> None:
+    before = report_file.read_text().splitlines()
+    since = proxy.process.mark()
+    first = fetch(
+        proxy,
+        REPORT_PATH,
+        method="POST",
+        data=json.dumps(CSP_REPORT),
+        headers=["Content-Type: application/csp-report"],
+        workdir=tmp_path,
+    )
+    second = fetch(
+        proxy,
+        REPORT_PATH,
+        method="POST",
+        data=json.dumps(REPORTS_JSON),
+        headers=["Content-Type: application/reports+json"],
+        workdir=tmp_path,
+    )
+    assert (first.status, second.status) == (204, 204), f"{first.detail}\n{second.detail}"
+    assert app.requests(REPORT_PATH) == [], "a report request went to the app"
+    proxy.process.wait_for_log(
+        rf"Security Policy Violation: blocked-uri={SIGNAL} violated-directive=connect-src "
+        rf"document=https://{APP_HOST}/meeting",
+        since=since,
+    )
+    proxy.process.wait_for_log(
+        r"Security Policy Violation: blocked-uri=blob violated-directive=worker-src", since=since
+    )
+    lines = [json.loads(line) for line in report_file.read_text().splitlines()[len(before) :]]
+    assert [(r["format"], r["blocked-uri"], r["violated-directive"], r["host"]) for r in lines] == [
+        ("csp-report", SIGNAL, "connect-src", APP_HOST),
+        ("reports+json", "blob", "worker-src", APP_HOST),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type", "data", "status"),
+    [
+        ("POST", "application/csp-report", "{not json", 400),
+        ("POST", "application/reports+json", '{"csp-report": {}}', 400),
+        ("POST", "text/plain", "hello", 415),
+        ("GET", None, None, 405),
+    ],
+    ids=["bad-json", "wrong-shape", "wrong-type", "get"],
+)
+def test_bad_reports_are_answered_by_the_proxy(
+    proxy: ReverseProxy,
+    app: WebApp,
+    report_file: Path,
+    tmp_path: Path,
+    method: str,
+    content_type: str | None,
+    data: str | None,
+    status: int,
+) -> None:
+    before = report_file.read_text()
+    got = fetch(
+        proxy,
+        REPORT_PATH,
+        method=method,
+        data=data,
+        headers=[f"Content-Type: {content_type}"] if content_type else [],
+        workdir=tmp_path,
+    )
+    assert got.status == status, got.detail
+    assert app.requests(REPORT_PATH) == []
+    assert report_file.read_text() == before
+    assert proxy.process.returncode is None, "mitmdump must survive a bad report"
+
+
+def test_the_report_path_of_another_host_goes_to_the_app(
+    proxy: ReverseProxy, app: WebApp, tmp_path: Path
+) -> None:
+    got = fetch(
+        proxy,
+        REPORT_PATH,
+        host=OTHER_HOST,
+        method="POST",
+        data=json.dumps(CSP_REPORT),
+        headers=["Content-Type: application/csp-report"],
+        workdir=tmp_path,
+    )
+    assert got.status == 404, got.detail  # the app's answer: it has no such route
+    assert len(app.requests(REPORT_PATH)) == 1
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+BAD_OPTIONS: dict[str, tuple[list[str], str]] = {
+    "no-hosts": ([], "chime_csp_hosts is required"),
+    "host-with-port": (["chime_csp_hosts=app.test:443"], "chime_csp_hosts: 'app.test:443'"),
+    "feature": (["chime_csp_features=meetings,chat"], "chime_csp_features: unknown feature"),
+    "report-only": (["chime_csp_report_only=maybe"], "chime_csp_report_only must be true"),
+    "unsafe-eval": (["chime_csp_allow_unsafe_eval=2"], "chime_csp_allow_unsafe_eval must be"),
+    "report-path": (["chime_csp_report_path=reports"], "chime_csp_report_path must be"),
+    "report-file": (
+        ["chime_csp_report_path=/r", "chime_csp_report_file=/nonexistent-dir/r.jsonl"],
+        "chime_csp_report_file: cannot append",
+    ),
+    "file-without-path": (["chime_csp_report_file=r.jsonl"], "needs chime_csp_report_path"),
+    "default-policy": (
+        ["chime_csp_default_policy=default-src 'self', img-src *"],
+        "chime_csp_default_policy must be a single policy",
+    ),
+}
+
+
+def test_bad_option_values_stop_start_up(mitm_confdir: Path, tmp_path: Path) -> None:
+    def run(case: str) -> tuple[str, int | None, str]:
+        options, _ = BAD_OPTIONS[case]
+        if case != "no-hosts" and not any(o.startswith("chime_csp_hosts=") for o in options):
+            options = [f"chime_csp_hosts={APP_HOST}", *options]
+        rc, output = run_expect_failure(
+            confdir=mitm_confdir,
+            script=CSP_SCRIPT,
+            extra_args=reverse_proxy_args("http://127.0.0.4:9", options),
+            cwd=tmp_path,
+        )
+        return case, rc, output
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run, BAD_OPTIONS))
+    for case, rc, output in results:
+        assert rc is not None and rc != 0, f"{case}: mitmdump kept running:\n{output}"
+        assert BAD_OPTIONS[case][1] in output, f"{case}:\n{output}"
+
+
+def test_addon_that_cannot_be_imported_stops_start_up(mitm_confdir: Path, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "addon").mkdir(parents=True)
+    shutil.copy(CSP_SCRIPT, checkout / "addon" / "chime_csp.py")
+    package = checkout / "src" / "chime_egress"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "csp_addon.py").write_text("import module_that_is_not_installed\n")
+    rc, output = run_expect_failure(
+        confdir=mitm_confdir,
+        script=checkout / "addon" / "chime_csp.py",
+        extra_args=reverse_proxy_args("http://127.0.0.4:9", [f"chime_csp_hosts={APP_HOST}"]),
+        cwd=tmp_path,
+    )
+    assert rc is not None and rc != 0, f"mitmdump kept running:\n{output}"
+    assert "chime_csp could not load" in output and "module_that_is_not_installed" in output
