@@ -508,7 +508,8 @@ def _report_overlaps(
     index: int,
     seen: list[tuple[IPNetwork, str, int, int]],
 ) -> None:
-    """First match wins: a range inside an earlier one is dead; one around an earlier is legal."""
+    """First match wins: a range inside earlier ones is dead; one around an earlier is legal."""
+    inner: list[tuple[IPNetwork, str, int]] = []  # earlier, more specific ranges of other entries
     for earlier, earlier_field, earlier_line, earlier_index in seen:
         if earlier.version != network.version or not earlier.overlaps(network):
             continue
@@ -522,13 +523,39 @@ def _report_overlaps(
                     "applies to those clients; move it above, or remove it"
                 )
             reader.problem(node, field, message)
-        elif earlier_index == index:
+            return
+        if earlier_index == index:
             reader.problem(node, field, f"{network} covers {where}; remove one")
-        else:
-            # CIDR blocks nest or are disjoint: the earlier one is the more specific here.
-            reader.warning(
-                node,
-                field,
-                f"{network} contains {where}, which comes first: clients in {earlier} "
-                f"get networks[{earlier_index}]",
-            )
+            return
+        # CIDR blocks nest or are disjoint: the earlier one is the more specific here.
+        inner.append((earlier, where, earlier_index))
+    if inner and not _remainder(network, [earlier for earlier, _, _ in inner]):
+        listed = "; ".join(where for _, where, _ in inner)
+        reader.problem(
+            node,
+            field,
+            f"{network} is wholly covered by earlier entries ({listed}), which come first, so "
+            "this entry never applies to those clients; move it above, or remove it",
+        )
+        return
+    for earlier, where, earlier_index in inner:
+        reader.warning(
+            node,
+            field,
+            f"{network} contains {where}, which comes first: clients in {earlier} get "
+            f"networks[{earlier_index}]",
+        )
+
+
+def _remainder(network: IPNetwork, taken: list[IPNetwork]) -> list[IPNetwork]:
+    """The parts of `network` outside every range of `taken` (each of which lies inside it)."""
+    pieces = [network]
+    for excluded in taken:
+        kept: list[IPNetwork] = []
+        for piece in pieces:
+            if not piece.overlaps(excluded):
+                kept.append(piece)
+            elif not piece.subnet_of(excluded):  # type: ignore[arg-type]
+                kept.extend(piece.address_exclude(excluded))  # type: ignore[arg-type]
+        pieces = kept
+    return pieces

@@ -120,9 +120,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         description=(
             "Print the header lines the proxy adds to every request bound for Chime, byte for\n"
-            "byte (HTTP/2 sends the same values under lowercase names)."
+            "byte (HTTP/2 sends the same values under lowercase names): those of the top-level\n"
+            "settings, or with --client those of that client's network. Nothing is printed\n"
+            "for clients in observe mode (a note says so on stderr)."
         ),
         epilog=_epilog(ok="headers printed"),
+    )
+    headers.add_argument(
+        "--client",
+        metavar="ADDRESS",
+        type=typed(_client_address),
+        help="the client's IP address: the headers of its network",
     )
     _config_argument(headers)
     headers.set_defaults(handler=_headers)
@@ -596,7 +604,17 @@ def _headers(args: argparse.Namespace) -> int:
     policy = _load_policy(_config_path(args.config))
     if policy is None:
         return EXIT_INVALID
-    for line in policy.headers.lines():
+    clients = policy.clients
+    chosen = clients.default if args.client is None else clients.for_client(args.client)
+    if args.client is None and clients.networks:
+        names = ", ".join(network.name for network in clients.networks)
+        print_error(f"note: the top-level headers; networks {names} have their own: see --client")
+    if chosen.headers is None:
+        print_error(
+            f"note: network {chosen.name} is in observe mode: the proxy adds no headers there"
+        )
+        return EXIT_OK
+    for line in chosen.headers.lines():
         print(line)
     return EXIT_OK
 

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from weakref import WeakKeyDictionary, WeakSet
@@ -21,7 +22,7 @@ from weakref import WeakKeyDictionary, WeakSet
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import events, layer, layers
+from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
@@ -29,7 +30,7 @@ from .client_policy import ClientPolicy
 from .diagnostics import refusal_hint
 from .errors import ConfigError
 from .headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
-from .jsonlog import JsonLinesHandler, fields, parse_json_log_target
+from .jsonlog import fields, open_json_log, parse_json_log_target
 from .media import media_reason
 from .metrics import (
     INTERCEPTED,
@@ -49,8 +50,8 @@ DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 WEBSOCKET_RELAYS = ("tcp", "websocket")
 CHIME_DOMAIN = ".chime.aws"
-# flow.metadata key: the client policy whose headers a request left with (for 403 diagnostics).
-INJECTED_POLICY = "chime_egress.policy"
+# flow.metadata key: the network whose headers a request left with (shown in saved flows).
+INJECTED_NETWORK = "chime_egress.network"
 _BODY_EXCERPT = 200
 
 
@@ -75,6 +76,8 @@ class Observation:
     """A Chime connection relayed untouched because its client is in observe mode."""
 
     client: str
+    client_address: str
+    policy: Policy  # the configuration that chose observe mode for it
     host: str
     sni: str | None
     address: str | None
@@ -86,19 +89,35 @@ class Observation:
 
 
 class ObservingRelay(layers.TCPLayer):
-    """mitmproxy's raw TCP relay, counting the bytes it relays for the observe-mode record."""
+    """mitmproxy's raw TCP relay, counting the bytes it relays for the observe-mode record.
 
-    def __init__(self, context: Context, observation: Observation) -> None:
+    An observed connection must not outlive its client's observe mode: when a reload puts the
+    client in enforce mode, the relay closes the connection at its next data (the client's
+    reconnection is then intercepted), rather than carry a meeting on without the headers.
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        observation: Observation,
+        still_observed: Callable[[Observation], bool],
+    ) -> None:
         super().__init__(context, ignore=True)
         self.observation = observation
+        self.still_observed = still_observed
 
     def handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
         if isinstance(event, events.DataReceived):
+            if not self.still_observed(self.observation):
+                self._handle_event = self.done
+                yield commands.CloseConnection(self.context.server)
+                yield commands.CloseConnection(self.context.client)
+                return
             if event.connection is self.context.client:
                 self.observation.bytes_from_client += len(event.data)
             else:
                 self.observation.bytes_from_server += len(event.data)
-        return super().handle_event(event)
+        yield from super().handle_event(event)
 
 
 def parse_reload_interval(text: str) -> float:
@@ -117,8 +136,10 @@ class ChimeHeaders:
         self.policy: Policy | None = None
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
-        self._json_handler: JsonLinesHandler | None = None
+        self._json_handler: logging.Handler | None = None
         self._observations: WeakKeyDictionary[connection.Client, Observation] = WeakKeyDictionary()
+        # The policy whose headers each injected request carries, for the 403 diagnostics.
+        self._injected: WeakKeyDictionary[http.HTTPFlow, ClientPolicy] = WeakKeyDictionary()
         self.reload_interval = float(DEFAULT_RELOAD_INTERVAL)
         self.websocket_relay = "tcp"
         self._verdicts: WeakKeyDictionary[connection.Server, Verdict] = WeakKeyDictionary()
@@ -210,7 +231,7 @@ class ChimeHeaders:
     def _configure_json_log(self, text: str) -> None:
         try:
             target = parse_json_log_target(text)
-            handler = JsonLinesHandler(target) if target is not None else None
+            handler = open_json_log(target) if target is not None else None
         except (ValueError, OSError) as error:
             raise exceptions.OptionsError(f"chime_log_json: {error}") from None
         if self._json_handler is not None:
@@ -242,9 +263,13 @@ class ChimeHeaders:
 
     def _publish(self, policy: Policy, message: str) -> None:
         self.policy = policy
-        self.metrics.configuration_loaded(
-            policy.clients, policy.ranges.sync_token if policy.ranges else None
-        )
+        # Nothing below may undo a published reload, nor stop the watcher task.
+        try:
+            self.metrics.configuration_loaded(
+                policy.clients, policy.ranges.sync_token if policy.ranges else None
+            )
+        except Exception:
+            logger.exception("chime: cannot update the configuration metrics")
         logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
@@ -294,6 +319,7 @@ class ChimeHeaders:
             policy = await asyncio.to_thread(load_policy, path)
         except Exception as error:
             self.metrics.reloads.labels("failed").inc()
+            self.metrics.config_file_invalid.set(1)
             facts = fields("reload_failed", file=str(path), error=str(error))
             if isinstance(error, ConfigError):
                 logger.error(
@@ -412,8 +438,11 @@ class ChimeHeaders:
     ) -> None:
         """Relay a Chime connection untouched; its record is logged when the client leaves."""
         context = nextlayer.context
+        assert self.policy is not None
         observation = Observation(
             client=client,
+            client_address=str(context.client.peername[0]),
+            policy=self.policy,
             host=_host(context.server),
             sni=sni,
             address=verdict.address,
@@ -423,10 +452,34 @@ class ChimeHeaders:
         )
         if context.client.transport_protocol == "tcp":
             self._observations[context.client] = observation
-            nextlayer.layer = ObservingRelay(context, observation)
+            nextlayer.layer = ObservingRelay(context, observation, self._still_observed)
         else:
+            # mitmproxy's UDP relay has no per-datagram hook to count or stop with; UDP reaches
+            # mitmproxy only in transparent and WireGuard modes, where Chime's HTTP is TCP.
             self._log_observation(observation, counted=False)
             nextlayer.layer = _raw_relay(context)
+
+    def _still_observed(self, observation: Observation) -> bool:
+        policy = self.policy
+        if policy is observation.policy or policy is None:
+            return True
+        observation.policy = policy
+        client_policy = policy.clients.for_client(observation.client_address)
+        if client_policy.observing:
+            return True
+        logger.info(
+            f"chime: closing observed connection {observation.client} -> {observation.host}: "
+            f"its client is now in {client_policy.describe()}, so it reconnects through "
+            "interception",
+            extra=fields(
+                "observed_connection_closed",
+                client=observation.client,
+                host=observation.host,
+                network=client_policy.name,
+                mode=client_policy.mode,
+            ),
+        )
+        return False
 
     def client_disconnected(self, client: connection.Client) -> None:
         observation = self._observations.pop(client, None)
@@ -573,13 +626,15 @@ class ChimeHeaders:
         is_h2 = flow.request.is_http2 or flow.request.is_http3
         for name, value in client_policy.http2_headers if is_h2 else client_policy.http1_headers:
             headers[name] = value
-        flow.metadata[INJECTED_POLICY] = client_policy
+        # Saved flows (-w) must stay serializable: only text in metadata, the policy beside it.
+        flow.metadata[INJECTED_NETWORK] = client_policy.name
+        self._injected[flow] = client_policy
         self.metrics.child(self.metrics.requests_injected, client_policy.name).inc()
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and flow.response.status_code == 403:
-            injected = flow.metadata.get(INJECTED_POLICY)
-            if isinstance(injected, ClientPolicy):
+            injected = self._injected.get(flow)
+            if injected is not None:
                 self._report_refusal(flow, injected)
         # The headers only matter on the upgrade request. Without a WebSocket record mitmproxy
         # relays the upgraded connection as plain bytes instead of parsing every frame.
@@ -596,7 +651,7 @@ class ChimeHeaders:
         hint = refusal_hint(client_policy, client_address)
         body = (flow.response.get_content(strict=False) or b"")[:_BODY_EXCERPT]
         excerpt = body.decode("utf-8", "replace").strip()
-        self.metrics.child(self.metrics.chime_403, client_policy.name, host).inc()
+        self.metrics.count_403(client_policy.name, host)
         logger.warning(
             f"chime: Chime answered 403 to {_peer(flow.client_conn)} for "
             f"{host}{flow.request.path} ({client_policy.describe()}); sent "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 FIELDS_ATTRIBUTE = "chime"
 
@@ -50,30 +51,17 @@ def parse_json_log_target(text: str) -> str | None:
     return text
 
 
-class JsonLinesHandler(logging.Handler):
-    """Writes each record as one line and flushes it, so a shipper tailing the file sees it."""
+def open_json_log(target: str) -> logging.Handler:
+    """A handler writing one flushed JSON line per record to stdout ("-") or to a file.
 
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
-        self._stream: IO[str]
-        if target == "-":
-            self._stream, self._owned = sys.stdout, False
-        else:
-            # Raises OSError (no such folder, no permission) for the addon to refuse the option.
-            self._stream = open(Path(target).expanduser(), "a", encoding="utf-8")  # noqa: SIM115
-            self._owned = True
-        self.setFormatter(JsonLineFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-            self._stream.write(line + "\n")
-            self._stream.flush()
-        except Exception:
-            self.handleError(record)
-
-    def close(self) -> None:
-        if self._owned:
-            self._stream.close()
-        super().close()
+    The file is reopened when log rotation moves it away (WatchedFileHandler), so a shipper
+    tailing the configured path keeps receiving records. Raises OSError (no such folder, no
+    permission) for the addon to refuse the option.
+    """
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.handlers.WatchedFileHandler(Path(target).expanduser(), encoding="utf-8")
+    handler.setFormatter(JsonLineFormatter())
+    return handler

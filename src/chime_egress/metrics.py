@@ -15,6 +15,10 @@ from prometheus_client.exposition import generate_latest
 from .client_policy import ClientPolicies
 
 PREFIX = "chime_egress"
+# Host names label the 403 counter, but a client chooses the Host it sends: only names under
+# chime.aws are used, and only this many of them; the rest count as "other".
+MAX_403_HOSTS = 200
+CHIME_DOMAIN = ".chime.aws"
 
 # Outcomes of the connection decision, the `outcome` label of chime_egress_connections_total.
 INTERCEPTED = "intercepted"
@@ -59,7 +63,8 @@ class Metrics:
         )
         self.chime_403 = Counter(
             f"{PREFIX}_chime_403_responses",
-            "403 responses from Chime to requests that carried the allowlist headers.",
+            "403 responses from Chime to requests that carried the allowlist headers, by host "
+            f"(names under chime.aws, the first {MAX_403_HOSTS}; others count as 'other').",
             ["network", "host"],
             registry=registry,
         )
@@ -74,6 +79,12 @@ class Metrics:
             f"{PREFIX}_reloads",
             "Reloads of the allowlist after an edit, by result.",
             ["result"],
+            registry=registry,
+        )
+        self.config_file_invalid = Gauge(
+            f"{PREFIX}_config_file_invalid",
+            "1 while the last reload failed: the files on disk are not the configuration in "
+            "force. 0 once a reload succeeds.",
             registry=registry,
         )
         self.config_age = Gauge(
@@ -95,6 +106,7 @@ class Metrics:
         # Labelled children by (metric, labels): labels() takes a lock and builds a key on
         # every call, a cost paid per connection and per request otherwise.
         self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
+        self._403_hosts: set[str] = set()
         self._loaded_at = time.monotonic()
         self.config_age.set_function(lambda: time.monotonic() - self._loaded_at)
         for result in ("succeeded", "failed"):
@@ -108,8 +120,20 @@ class Metrics:
             found = self._children[key] = counter.labels(*labels)
         return found
 
+    def count_403(self, network: str, host: str) -> None:
+        host = host.lower().rstrip(".")
+        if not host.endswith(CHIME_DOMAIN):
+            host = "other"
+        elif host not in self._403_hosts:
+            if len(self._403_hosts) >= MAX_403_HOSTS:
+                host = "other"
+            else:
+                self._403_hosts.add(host)
+        self.child(self.chime_403, network, host).inc()
+
     def configuration_loaded(self, clients: ClientPolicies, sync_token: str | None) -> None:
         self._loaded_at = time.monotonic()
+        self.config_file_invalid.set(0)
         self.sync_token.set(float(sync_token) if sync_token else 0)
         # A network removed by a reload must not keep reporting its old app count.
         self.apps.clear()

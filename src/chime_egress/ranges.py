@@ -182,7 +182,7 @@ def _parse_aws_ranges(
 
     problems: list[Problem] = []
     sync_token = document.get("syncToken")
-    if not (isinstance(sync_token, str | int) and str(sync_token).isdigit()):
+    if not (isinstance(sync_token, str | int) and _is_decimal(str(sync_token))):
         problems.append(_problem(path, "syncToken", "missing, or not a number in a string"))
     create_date = document.get("createDate", "")
     if not isinstance(create_date, str):
@@ -274,3 +274,8 @@ def _fast_network(text: str, version: int) -> IPNetwork | None:
         return network_class((number, int(length)))  # strict: host bits set raise ValueError
     except (OSError, ValueError):
         return None
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit alone also accepts digits like "²" that int() and float() refuse.
+    return text.isascii() and text.isdigit()

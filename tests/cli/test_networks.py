@@ -128,3 +128,18 @@ def test_explain_client_usage_errors(args: list[str], message: str) -> None:
     result = run("explain", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_headers_for_a_client_and_for_an_observed_top_level(staged: Path) -> None:
+    sales = run("headers", "--client", "192.168.7.7", staged)
+    assert (sales.returncode, sales.stdout, sales.stderr) == (
+        0,
+        "X-Amzn-Chime-App-Keys: SalesKey\n",
+        "",
+    )
+    hq = run("headers", "--client", "10.20.1.1", staged)
+    assert hq.stdout == "X-Amzn-Chime-App-Keys: CorpKey\nX-Amzn-Chime-Tenants: CorpKey:corpOrg\n"
+    top = run("headers", staged)
+    assert top.returncode == 0 and top.stdout == ""
+    assert "networks pilot, hq, sales have their own: see --client" in top.stderr
+    assert "network default is in observe mode: the proxy adds no headers there" in top.stderr

@@ -172,6 +172,18 @@ def test_without_networks_every_client_gets_the_top_level() -> None:
             ],
         ),
         (
+            "apps: [{app_key: K}]\nnetworks:\n"
+            "  - {name: a, clients: [10.0.0.0/25], mode: observe}\n"
+            "  - {name: b, clients: [10.0.0.128/25], mode: observe}\n"
+            "  - {name: c, clients: [10.0.0.0/24], mode: enforce}\n"
+            "destinations: {cidrs: []}\n",
+            [
+                "5: networks[2].clients[0]: 10.0.0.0/24 is wholly covered by earlier entries "
+                "(10.0.0.0/25 (networks[0].clients[0], line 3); 10.0.0.128/25 "
+                "(networks[1].clients[0], line 4))"
+            ],
+        ),
+        (
             "apps: [{app_key: K}]\nnetworks:\n  - {name: a, clients: [10.0.0.0/8], mode: observe,"
             " apps: []}\ndestinations: {cidrs: []}\n",
             ["3: networks[0].apps: must be a non-empty list of apps"],

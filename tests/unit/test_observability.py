@@ -12,9 +12,10 @@ import pytest
 from chime_egress.allowlist import App, parse_allowlist
 from chime_egress.client_policy import compile_client_policies, compile_client_policy
 from chime_egress.diagnostics import refusal_hint
-from chime_egress.jsonlog import JsonLineFormatter, JsonLinesHandler, fields, parse_json_log_target
+from chime_egress.jsonlog import JsonLineFormatter, fields, open_json_log, parse_json_log_target
 from chime_egress.metrics import (
     INTERCEPTED,
+    MAX_403_HOSTS,
     Metrics,
     MetricsServer,
     parse_listen_address,
@@ -146,7 +147,7 @@ def test_json_line_of_a_plain_record_and_of_an_odd_value() -> None:
 def test_json_handler_appends_one_line_per_record(tmp_path: Path) -> None:
     target = tmp_path / "log.jsonl"
     target.write_text('{"earlier": true}\n')
-    handler = JsonLinesHandler(str(target))
+    handler = open_json_log(str(target))
     try:
         handler.emit(_record("one", **fields("a")))
         handler.emit(_record("two", **fields("b")))
@@ -157,6 +158,31 @@ def test_json_handler_appends_one_line_per_record(tmp_path: Path) -> None:
     assert [json.loads(line).get("event") for line in lines] == [None, "a", "b"]
 
 
+def test_json_log_follows_rotation(tmp_path: Path) -> None:
+    target = tmp_path / "log.jsonl"
+    handler = open_json_log(str(target))
+    try:
+        handler.emit(_record("before", **fields("a")))
+        target.rename(tmp_path / "log.jsonl.1")  # what logrotate does
+        handler.emit(_record("after", **fields("b")))
+    finally:
+        handler.close()
+    assert json.loads((tmp_path / "log.jsonl.1").read_text())["message"] == "before"
+    assert json.loads(target.read_text())["message"] == "after"
+
+
+def test_403_host_labels_are_bounded() -> None:
+    metrics = Metrics()
+    metrics.count_403("n", "Signal.M3.UE1.app.chime.aws.")
+    metrics.count_403("n", "random.example")  # not Chime: a client's choice
+    for index in range(MAX_403_HOSTS + 5):
+        metrics.count_403("n", f"h{index}.chime.aws")
+    counts = metrics.snapshot()["chime_403_responses_total"]
+    assert counts["host=signal.m3.ue1.app.chime.aws,network=n"] == 1
+    assert counts["host=other,network=n"] == 1 + 6  # random.example, and the names over the cap
+    assert len(counts) == MAX_403_HOSTS + 1
+
+
 def test_json_log_target_forms(tmp_path: Path) -> None:
     assert parse_json_log_target("") is None
     assert parse_json_log_target("-") == "-"
@@ -164,7 +190,7 @@ def test_json_log_target_forms(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is a folder"):
         parse_json_log_target(str(tmp_path))
     with pytest.raises(OSError):
-        JsonLinesHandler(str(tmp_path / "missing" / "x.jsonl"))
+        open_json_log(str(tmp_path / "missing" / "x.jsonl"))
 
 
 def test_refusal_hint_names_the_apps_and_the_tenant_rules_when_there_are_tenants() -> None:
@@ -189,7 +215,7 @@ def test_refusal_hint_without_tenants_only_suspects_the_app() -> None:
 
 
 def test_stream_target_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    handler = JsonLinesHandler("-")
+    handler = open_json_log("-")
     handler.emit(_record("hello", **fields("e")))
     handler.close()
     assert json.loads(capsys.readouterr().out)["message"] == "hello"

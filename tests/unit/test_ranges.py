@@ -132,6 +132,7 @@ def test_parse_address_normalises():
         ("[]", "expected a JSON object"),
         ('{"syncToken": "1"}', "prefixes: missing"),
         ('{"syncToken": "x", "prefixes": []}', "syncToken"),
+        ('{"syncToken": "\u00b2", "prefixes": []}', "syncToken"),  # a digit int() refuses
         ('{"syncToken": "1", "prefixes": {}}', "prefixes: must be a list"),
         (
             '{"syncToken": "1", "prefixes": [{"ip_prefix": "99.77.128.1/18", '
