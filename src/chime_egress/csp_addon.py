@@ -45,7 +45,7 @@ from .csp_settings import (
     REPORTING_ENDPOINTS,
     CspSettings,
     build_settings,
-    is_html,
+    is_document,
     plan_headers,
 )
 
@@ -172,6 +172,12 @@ class ChimeCsp:
         if kind not in REPORT_CONTENT_TYPES:
             _answer(flow, 415, f"unsupported content type {kind or '(none)'}")
             return
+        encoding = flow.request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # Browsers never compress reports; decoding one could expand a small body into
+            # gigabytes before any size check.
+            _answer(flow, 415, f"compressed reports ({encoding}) are not accepted")
+            return
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_REPORT_BYTES:
             _answer(flow, 413, f"reports are limited to {MAX_REPORT_BYTES} bytes")
@@ -239,7 +245,7 @@ class ChimeCsp:
             or response is None
             or flow.metadata.get(_APPLIED)
             or flow.metadata.get(_REPORT_FLOW)
-            or not is_html(response.headers.get("content-type"))
+            or not is_document(response.headers.get_all("content-type"))
             or not settings.hosts.matches(_host_names(flow))
         ):
             return

@@ -341,7 +341,8 @@ def _print_report(report: CheckReport) -> None:
     if report.findings:
         print("findings:")
         for finding in report.findings:
-            print(f"  {finding.severity}: {finding.directive}: {finding.message}")
+            where = f"{finding.directive}: " if finding.directive else ""
+            print(f"  {finding.severity}: {where}{finding.message}")
     else:
         print("findings: none")
     if not report.allowed:

@@ -17,6 +17,7 @@ from .csp import (
     generate_policy,
     merge_policies,
     parse_features,
+    parse_policy_list,
     probes_for,
     request_allowed,
 )
@@ -26,11 +27,20 @@ CSP_REPORT_ONLY = "Content-Security-Policy-Report-Only"
 REPORTING_ENDPOINTS = "Reporting-Endpoints"
 REPORT_GROUP = "chime-csp"
 """The ``report-to`` group name the addon adds, and its ``Reporting-Endpoints`` member."""
-HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Types a browser renders as a document that can run script (HTML, XHTML, SVG, XML).
+DOCUMENT_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+)
 DEFAULT_FEATURES = "meetings"
 DEFAULT_REPORT_PATH = ""
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
-_REPORT_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+=:@/%]*")
+# "/" then not "/": "//host/path" is scheme-relative, and would send the reports to another site.
+_REPORT_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-._~!$&'()*+=:@/%]*")
+_MIME_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
@@ -279,8 +289,8 @@ def plan_headers(
     kept: list[tuple[str, str]] = []
     add_endpoint = False
     for value in enforced:
-        if not value.strip():
-            continue  # an empty header holds no policy
+        if not parse_policy_list(value):
+            continue  # an empty header, or one of only ";" and ",", holds no policy
         try:
             merged = merge_policies(
                 value, settings.features, allow_unsafe_eval=settings.allow_unsafe_eval
@@ -314,8 +324,19 @@ def plan_headers(
     )
 
 
-def is_html(content_type: str | None) -> bool:
-    """Whether a Content-Type names an HTML document (parameters and letter case ignored)."""
-    if not content_type:
-        return False
-    return content_type.split(";", 1)[0].strip().lower() in HTML_TYPES
+def is_document(content_types: Sequence[str]) -> bool:
+    """Whether a browser may render the response as a document that runs script.
+
+    Like mimesniff's "extract a MIME type": every Content-Type field, split at commas, and the
+    last valid type wins. With none valid (or no header at all) browsers sniff the body and may
+    well render HTML, so the answer is yes: a page must never leave without its policy.
+    """
+    essence = None
+    for value in content_types:
+        for piece in value.split(","):
+            candidate = piece.split(";", 1)[0].strip().lower()
+            if _MIME_TYPE.fullmatch(candidate):
+                essence = candidate
+    if essence is None:
+        return True
+    return essence in DOCUMENT_TYPES or essence.endswith("+xml")

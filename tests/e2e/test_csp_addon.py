@@ -115,6 +115,14 @@ def app() -> Iterator[WebApp]:
             html_page(),
             headers=[("Content-Security-Policy", f"{STRICT}; report-uri /app-reports")],
         )
+        # Browsers sniff a page without a valid type (and take the last of two): HTML, maybe.
+        server.route("/untyped", html_page(), content_type=None)
+        server.route(
+            "/two-types",
+            html_page(),
+            content_type="text/plain",
+            headers=[("Content-Type", "text/html")],
+        )
         server.route(
             "/data.json",
             '{"ok": true}',
@@ -204,6 +212,16 @@ def test_non_html_is_untouched(proxy: ReverseProxy, tmp_path: Path) -> None:
     got = fetch(proxy, "/data.json", workdir=tmp_path)
     assert got.values("Content-Security-Policy") == [STRICT], got.detail
     assert got.values("Reporting-Endpoints") == []
+
+
+def test_a_page_a_browser_may_render_as_html_gets_the_policy(
+    proxy: ReverseProxy, tmp_path: Path
+) -> None:
+    for path in ("/untyped", "/two-types"):
+        got = fetch(proxy, path, workdir=tmp_path)
+        assert got.values("Content-Security-Policy") == [generate_policy(FEATURES) + REPORTING], (
+            got.detail
+        )
 
 
 def test_a_host_not_configured_is_untouched(proxy: ReverseProxy, tmp_path: Path) -> None:
@@ -336,6 +354,25 @@ def test_bad_reports_are_answered_by_the_proxy(
     assert app.requests(REPORT_PATH) == []
     assert report_file.read_text() == before
     assert proxy.process.returncode is None, "mitmdump must survive a bad report"
+
+
+def test_a_compressed_report_is_refused_before_it_is_decoded(
+    proxy: ReverseProxy, app: WebApp, report_file: Path, tmp_path: Path
+) -> None:
+    # Browsers never compress reports; decoding one could expand it enormously before any
+    # size check. (The body is not even gzip: the refusal must come before any decoding.)
+    before = report_file.read_text()
+    got = fetch(
+        proxy,
+        REPORT_PATH,
+        method="POST",
+        data='{"csp-report": {}}',
+        headers=["Content-Type: application/csp-report", "Content-Encoding: gzip"],
+        workdir=tmp_path,
+    )
+    assert got.status == 415, got.detail
+    assert app.requests(REPORT_PATH) == []
+    assert report_file.read_text() == before
 
 
 def test_the_report_path_of_another_host_goes_to_the_app(

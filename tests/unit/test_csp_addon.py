@@ -25,7 +25,7 @@ from chime_egress.csp_settings import (
     add_reporting,
     build_default_policy,
     build_settings,
-    is_html,
+    is_document,
     parse_bool,
     parse_hosts,
     parse_report_file,
@@ -107,7 +107,18 @@ def test_good_report_paths(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["reports", "https://app.example/r", "/r?x=1", "/r#f", "/a b", "/a;b", "/a,b", '/a"b', "/é"],
+    [
+        "reports",
+        "https://app.example/r",
+        "//evil.example/r",  # scheme-relative: the reports would go to another site
+        "/r?x=1",
+        "/r#f",
+        "/a b",
+        "/a;b",
+        "/a,b",
+        '/a"b',
+        "/é",
+    ],
 )
 def test_bad_report_paths_are_refused(path: str) -> None:
     with pytest.raises(ValueError, match="chime_csp_report_path must be an absolute path"):
@@ -221,7 +232,7 @@ def test_each_enforced_header_is_merged_on_its_own() -> None:
 
 
 def test_no_policy_gets_the_default_and_blank_headers_count_as_none() -> None:
-    plan = plan_headers(["", "  "], [], settings(chime_csp_report_path="/r"))
+    plan = plan_headers(["", "  ", ";", " , ;"], [], settings(chime_csp_report_path="/r"))
     assert plan.enforced == (settings(chime_csp_report_path="/r").default_policy,)
     assert plan.add_reporting_endpoint
 
@@ -250,20 +261,29 @@ def test_reporting_goes_to_the_merged_policies_that_lack_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "html"),
+    ("values", "document"),
     [
-        ("text/html", True),
-        ("Text/HTML; charset=utf-8", True),
-        ("application/xhtml+xml", True),
-        ("text/plain", False),
-        ("application/json", False),
-        ("text/htmlx", False),
-        (None, False),
-        ("", False),
+        (["text/html"], True),
+        (["Text/HTML; charset=utf-8"], True),
+        (["application/xhtml+xml"], True),
+        (["image/svg+xml"], True),  # SVG documents run script
+        (["application/atom+xml"], True),
+        (["text/plain"], False),
+        (["application/json"], False),
+        (["text/htmlx"], False),
+        # Browsers sniff when there is no valid type: it may render as HTML, so it gets a policy.
+        ([], True),
+        ([""], True),
+        (["nonsense"], True),
+        # The last valid type wins (mimesniff), across fields and commas.
+        (["text/plain", "text/html"], True),
+        (["text/plain, text/html"], True),
+        (["text/html, application/json"], False),
+        (["text/html", "garbage"], True),
     ],
 )
-def test_is_html(value: str | None, html: bool) -> None:
-    assert is_html(value) is html
+def test_is_document(values: list[str], document: bool) -> None:
+    assert is_document(values) is document
 
 
 # --- report parsing ---------------------------------------------------------------------------

@@ -184,3 +184,9 @@ def test_findings_name_the_policy_when_there_are_several():
     assert report.findings[0].message.startswith("report-only policy 2: ")
     assert not report.allowed  # by the enforced policy
     assert report.features[0].reported  # and the report-only one would report
+
+
+def test_a_vertical_tab_is_an_error() -> None:
+    [finding, *_] = lint("connect-src\x0b'self'")
+    assert finding[0] == "error" and "vertical tab" in finding[2]
+    assert not any("vertical tab" in message for _, _, message in lint("connect-src 'self'"))

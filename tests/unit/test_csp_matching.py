@@ -267,3 +267,51 @@ def test_the_request_kinds_of_the_contract():
 def test_bad_arguments_raise_value_error(kind, url, origin):
     with pytest.raises(ValueError):
         request_allowed(["default-src 'self'"], kind, url, origin)
+
+
+# Where urllib's URL parsing differs from the URL Standard, the checker must see what a browser
+# sees (each confirmed in Chromium: it blocks these and reports the normalised URL).
+@pytest.mark.parametrize(
+    ("policy", "url"),
+    [
+        ("connect-src https://x.chime.aws/api/", "https://x.chime.aws/api/../secret"),
+        ("connect-src https://x.chime.aws/api/", "https://x.chime.aws/api/%2e%2e/secret"),
+        ("connect-src https://x.chime.aws/api/", "https://x.chime.aws/api/.%2E/secret"),
+        ("connect-src https://*.chime.aws", "https://app.test\\@x.chime.aws/"),
+        ("connect-src https://*.chime.aws", "https://app.test\\\\x.chime.aws/"),
+    ],
+)
+def test_urls_are_read_as_browsers_read_them(policy: str, url: str) -> None:
+    assert request_allowed([policy], "connect", url, "https://app.example") == (
+        False,
+        "connect-src",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://x.chime.aws/api/v1/../v2", True),  # still under /api/
+        ("https://x.chime.aws/api/./v1", True),
+        ("https://x.chime.aws/api", False),
+        ("https://x.chime.aws/ap\ti/v1", True),  # tabs and newlines are dropped
+    ],
+)
+def test_dot_segments_inside_an_allowed_path(url: str, allowed: bool) -> None:
+    got, _ = request_allowed(
+        ["connect-src https://x.chime.aws/api/"], "connect", url, "https://app.example"
+    )
+    assert got is allowed
+
+
+@pytest.mark.parametrize(
+    ("policy", "url"),
+    [
+        # Chromium reads "connect-src 'self'": blocked there.
+        ("connect-src\x0b'self'", "https://x.chime.aws/a"),
+        # The spec reads one invalid source (so 'none'): blocked there.
+        ("connect-src https://a.example\x0bhttps://x.chime.aws", "https://x.chime.aws/a"),
+    ],
+)
+def test_a_vertical_tab_is_judged_both_ways(policy: str, url: str) -> None:
+    assert request_allowed([policy], "connect", url, "https://app.example")[0] is False

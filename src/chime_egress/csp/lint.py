@@ -79,6 +79,15 @@ class Finding(NamedTuple):
 
 def lint_policy(policy: Policy) -> list[Finding]:
     findings: list[Finding] = []
+    if policy.vertical_tab_reading is not None:
+        findings.append(
+            Finding(
+                "error",
+                "",
+                "the policy holds a vertical tab: Chromium takes it as a space, the spec and "
+                "other browsers do not, so browsers enforce different policies; use a space",
+            )
+        )
     for directive in policy.directives:
         findings.extend(_lint_name(directive))
         if directive.name in SOURCE_LIST_DIRECTIVES:

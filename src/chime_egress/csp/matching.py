@@ -101,9 +101,19 @@ OPAQUE_ORIGIN = Origin("", "", None, opaque=True)
 
 @lru_cache(maxsize=4096)
 def parse_url(text: str) -> Url:
-    """The parts of an absolute URL that source matching looks at; ValueError if unusable."""
+    """The parts of an absolute URL that source matching looks at; ValueError if unusable.
+
+    Where urllib departs from the URL Standard in ways that change the host or path a browser
+    sees, this follows the browser: tabs and newlines anywhere are dropped, a backslash in a
+    special URL is a slash (`https://app.test\\@x.chime.aws/` is host app.test), and dot
+    segments, also percent-encoded ones, are resolved (`/api/%2e%2e/secret` is `/secret`).
+    """
+    text = text.strip(" \t\n\f\r\x00").translate(_TAB_AND_NEWLINE)
+    scheme_end = text.find(":")
+    if scheme_end > 0 and text[:scheme_end].lower() in DEFAULT_PORTS:
+        text = text[: scheme_end + 1] + text[scheme_end + 1 :].replace("\\", "/")
     try:
-        parts = urllib.parse.urlsplit(text.strip(" \t\n\f\r"))
+        parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as error:
         raise ValueError(f"{text!r} is not a valid URL: {error}") from None
@@ -116,9 +126,34 @@ def parse_url(text: str) -> Url:
     if port is not None and port == DEFAULT_PORTS.get(scheme):
         port = None
     path = parts.path
-    if scheme in DEFAULT_PORTS and not path:
-        path = "/"  # a special URL's path is never empty
+    if scheme in DEFAULT_PORTS:
+        path = _remove_dot_segments(path)  # a special URL's path is never empty
     return Url(scheme, host, port, path, host is not None and _is_domain(host, scheme))
+
+
+_TAB_AND_NEWLINE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
+_SINGLE_DOT = {".", "%2e"}
+_DOUBLE_DOT = {"..", ".%2e", "%2e.", "%2e%2e"}
+
+
+def _remove_dot_segments(path: str) -> str:
+    """The URL Standard's path parsing for special URLs: "." and ".." segments resolved."""
+    segments = path.split("/")[1:] if path.startswith("/") else path.split("/")
+    output: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        lowered = segment.lower()
+        if lowered in _DOUBLE_DOT:
+            if output:
+                output.pop()
+            if last:
+                output.append("")
+        elif lowered in _SINGLE_DOT:
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
 
 
 def _is_domain(host: str, scheme: str) -> bool:
@@ -302,6 +337,16 @@ class Decision:
     """Indexes of report-only policies that would report the request."""
 
 
+def _blocking_directive(policy: Policy, kind: str, target: Url | None, page: Origin) -> str | None:
+    """The directive of `policy` that refuses the request, or None when it allows it."""
+    name = governing_directive(policy, kind)
+    if name is None:
+        return None
+    directive = policy.get(name)
+    assert directive is not None
+    return None if _allows(directive.value, kind, target, page) else name
+
+
 def evaluate(policies: Sequence[Policy], kind: str, url: str, origin: str | Origin) -> Decision:
     """Run every policy on a request of `kind` for `url` made by a page of `origin`."""
     if kind not in KIND_DIRECTIVES:
@@ -313,12 +358,11 @@ def evaluate(policies: Sequence[Policy], kind: str, url: str, origin: str | Orig
     blocked: tuple[str, int] | None = None
     reported: list[int] = []
     for index, policy in enumerate(policies):
-        name = governing_directive(policy, kind)
+        name = _blocking_directive(policy, kind, target, page)
+        if name is None and policy.vertical_tab_reading is not None:
+            # Browsers disagree on a vertical tab: blocked if either reading blocks.
+            name = _blocking_directive(policy.vertical_tab_reading, kind, target, page)
         if name is None:
-            continue
-        directive = policy.get(name)
-        assert directive is not None
-        if _allows(directive.value, kind, target, page):
             continue
         if policy.disposition == "report":
             reported.append(index)

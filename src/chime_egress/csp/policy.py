@@ -38,6 +38,9 @@ class Policy:
     ignored: tuple[Directive, ...] = field(default=(), compare=False)
     """Later duplicates the parser skipped (first wins): for lint only, so not part of
     equality: two policies that a browser enforces alike compare equal."""
+    vertical_tab_reading: Policy | None = field(default=None, compare=False)
+    """When the text holds a vertical tab: the policy as Chromium reads it, VT taken as
+    whitespace (the spec does not). Requests are judged under both readings (matching.py)."""
 
     def __post_init__(self) -> None:
         names = [directive.name for directive in self.directives]
@@ -91,7 +94,10 @@ def parse_policy(serialized: str, disposition: Disposition = "enforce") -> Polic
             ignored.append(directive)
             continue
         directives[directive.name] = directive
-    return Policy(tuple(directives.values()), disposition, tuple(ignored))
+    other = (
+        parse_policy(serialized.replace("\x0b", " "), disposition) if "\x0b" in serialized else None
+    )
+    return Policy(tuple(directives.values()), disposition, tuple(ignored), other)
 
 
 def parse_policy_list(serialized: str, disposition: Disposition = "enforce") -> tuple[Policy, ...]:
