@@ -63,6 +63,9 @@ class Probe:
     """As the page requests it; ``{origin}`` is the page's origin."""
     directive: str
     """The effective directive of a violation, as the browser reports it."""
+    reported: str | None = None
+    """The blockedURI when the browser reports another URL than the one requested (the URL
+    Standard's parsing resolves dot segments first)."""
 
     def target(self, origin: str) -> str:
         return self.url.replace("{origin}", origin)
@@ -73,7 +76,7 @@ class Probe:
             return "wasm-eval"
         if self.url.startswith("blob:"):
             return "blob"
-        return self.target(origin)
+        return self.reported or self.target(origin)
 
 
 PROBES = (
@@ -126,6 +129,23 @@ PROBES = (
     Probe("self-fetch", "fetch", "connect", "{origin}/images/background.jpg", "connect-src"),
     Probe("apex-fetch", "fetch", "connect", "https://chime.aws/apex", "connect-src"),
     Probe("elsewhere-fetch", "fetch", "connect", "https://api.elsewhere.example/x", "connect-src"),
+    # Dot segments, plain and percent-encoded, are resolved before the path is matched.
+    Probe(
+        "dot-segment-fetch",
+        "fetch",
+        "connect",
+        "https://data.svc.ue1.ingest.chime.aws/v1/../secret",
+        "connect-src",
+        reported="https://data.svc.ue1.ingest.chime.aws/secret",
+    ),
+    Probe(
+        "encoded-dot-fetch",
+        "fetch",
+        "connect",
+        "https://data.svc.ue1.ingest.chime.aws/v1/%2e%2e/secret",
+        "connect-src",
+        reported="https://data.svc.ue1.ingest.chime.aws/secret",
+    ),
 )
 
 
@@ -176,6 +196,13 @@ CASES = (
         host=RAW_HOST,
     ),
     Case("broken-schemeless-host", MEETINGS, ("connect-src 'self' *.chime.aws",), host=RAW_HOST),
+    # A path in a source: the dot-segment probes leave it, the ingest probe stays under it.
+    Case(
+        "path-restricted",
+        MEETINGS,
+        ("connect-src 'self' https://*.chime.aws/v1/ wss://*.chime.aws",),
+        host=RAW_HOST,
+    ),
     # Report-only: nothing the addon writes blocks; its policy reports.
     Case("report-only-default", MEETINGS, report_only=True, reports="reports+json"),
     Case("report-only-beside-app-policy", MEETINGS, ("default-src 'self'",), report_only=True),
