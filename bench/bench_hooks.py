@@ -48,8 +48,8 @@ from bench_proxy import (  # noqa: E402
     MODIFY_HEADERS,
     OTHER_HOST,
     TENANTS,
-    code_version,
 )
+from benchlib import code_version  # noqa: E402
 from mitmproxy import connection, hooks, http  # noqa: E402
 from mitmproxy.addons.modifyheaders import ModifyHeaders  # noqa: E402
 from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer  # noqa: E402

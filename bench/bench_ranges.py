@@ -26,7 +26,6 @@ import platform
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,36 +34,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from benchlib import code_version  # noqa: E402
+
 from chime_egress.ranges import PrefixTable, load_aws_ranges, parse_aws_ranges  # noqa: E402
 
 DEFAULT_RANGES = REPO.parent / "shared" / "data" / "aws-ip-ranges.json"
 GOAL_REPEATED = 1_000_000
 GOAL_LOAD_MS = 200.0
-
-
-def code_version() -> str:
-    """The commit measured, and whether src/ or addon/ differ from it."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "addon"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"commit {commit}" + (
-        f" + uncommitted changes in {', '.join(changed)}" if changed else ""
-    )
 
 
 def load_table(path: Path) -> PrefixTable:
