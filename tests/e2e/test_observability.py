@@ -24,6 +24,7 @@ import pytest
 from mitmproxy import http as http_flow
 from mitmproxy import io
 
+from tests.cli.support import run
 from tests.support.asserts import assert_chime_headers
 from tests.support.clients import CurlResult, curl, open_tunnel
 from tests.support.config import write_ranges
@@ -31,6 +32,7 @@ from tests.support.proxy import MitmdumpProcess, ProxyLauncher, run_expect_failu
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
 
+CHIME_IP = "127.0.0.2"
 REFUSING_IP = "127.0.0.4"
 PILOT_CLIENT = "127.0.0.5"
 SALES_CLIENT = "127.0.0.6"
@@ -193,6 +195,23 @@ def wait_for_json_event(running: Running, event: str, **expected: str) -> dict[s
         if time.monotonic() > deadline:
             raise AssertionError(f"no {event} {expected} in {running.json_log.read_text()}")
         time.sleep(0.05)
+
+
+def test_the_observed_command_sums_up_the_log(
+    running: Running, chime_server: EchoServer, test_ca: TestCA
+) -> None:
+    result = request(running, chime_server, cacert=test_ca.cert_path)  # observed
+    assert result.status == 200, result
+    wait_for_json_event(running, "connection_observed", destination=CHIME_IP)
+    summary = run("observed", "--format", "json", running.json_log)
+    assert summary.returncode == 0, summary.stderr
+    hosts = {entry["host"]: entry for entry in json.loads(summary.stdout)}
+    chime = hosts[CHIME_IP]
+    assert chime["observed_connections"] >= 1
+    assert chime["bytes_from_clients"] > 0 and chime["bytes_from_servers"] > 0
+    assert "127.0.0.1" in chime["clients"] and "default" in chime["networks"]
+    text = run("observed", running.json_log)
+    assert text.returncode == 0 and text.stdout.startswith("host ")
 
 
 def test_network_override_applies_to_its_clients_only(
