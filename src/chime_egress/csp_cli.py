@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help=f"the page's origin, e.g. https://app.example.com (default: {SAMPLE_ORIGIN}, or "
         "the --url's)",
     )
+    check.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="with an https --url: trust the CA certificates in FILE (PEM) instead of the "
+        "system's, e.g. a development server's own CA",
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check, parser=check)
 
@@ -233,13 +240,19 @@ class _MetaPolicies(HTMLParser):
             self.policies.append(values.get("content", ""))
 
 
-def _fetch(url: str) -> tuple[list[_Header], str]:
+def _fetch(url: str, cacert: str | None = None) -> tuple[list[_Header], str]:
     """The policies a page is served with, and its final URL (after redirects)."""
     if not url.lower().startswith(("http://", "https://")):
         raise _InputError(f"{url}: only http and https URLs are supported")
     request = urllib.request.Request(url, headers={"User-Agent": f"chime-egress/{__version__}"})
     try:
-        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_SECONDS) as response:
+        context = ssl.create_default_context(cafile=cacert) if cacert else None
+    except (OSError, ssl.SSLError) as error:
+        raise _InputError(f"{cacert}: cannot use as CA certificates: {error}") from None
+    try:
+        with urllib.request.urlopen(
+            request, timeout=URL_TIMEOUT_SECONDS, context=context
+        ) as response:
             final_url: str = response.geturl()
             enforced = response.headers.get_all(HEADER) or []
             report_only = response.headers.get_all(REPORT_ONLY_HEADER) or []
@@ -288,7 +301,7 @@ def _check(args: argparse.Namespace) -> int:
     origin: str | None = args.origin
     try:
         if args.url is not None:
-            headers, final_url = _fetch(args.url)
+            headers, final_url = _fetch(args.url, args.cacert)
             if origin is None:
                 origin = _origin(final_url)
             if not headers:

@@ -6,10 +6,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from chime_egress.csp import FEATURES, generate_policy, merge_policies
+from tests.support.tls import TestCA
 
 from .support import run
 
@@ -169,6 +171,36 @@ def test_check_url_reads_every_policy_of_the_response(app):
     assert f"    blocked by worker-src: worker blob:{app}/" in out
     assert "  messaging: allowed\n" in out
     assert "error: worker-src: policy 2: `'blob:'`" in out
+
+
+@pytest.fixture(scope="module")
+def tls_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The same page over HTTPS, with a certificate from a throwaway CA."""
+    ca = TestCA.create(tmp_path_factory.mktemp("csp-ca"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    server.socket = (
+        ca.issue(["127.0.0.1"]).server_context(alpn=()).wrap_socket(server.socket, server_side=True)
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", ca.cert_path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_check_https_url_with_the_servers_ca(tls_app):
+    url, cacert = tls_app
+    result = run("csp", "check", "--url", f"{url}/", "--cacert", cacert, "--features", "messaging")
+    assert result.returncode == 0, result.stderr
+    assert f"origin: {url}\n" in result.stdout
+    assert "  messaging: allowed\n" in result.stdout
+    # Without it the system's CAs do not know the server: unreadable input, not a verdict.
+    untrusted = run("csp", "check", "--url", f"{url}/", "--features", "messaging")
+    assert untrusted.returncode == 2
+    assert "cannot fetch" in untrusted.stderr and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
 
 def test_check_url_json_names_the_url(app):
