@@ -114,8 +114,8 @@ class ChimeCsp:
             "chime_csp_allow_unsafe_eval",
             str,
             "false",
-            "true: add 'unsafe-eval' as well as 'wasm-unsafe-eval' where a feature needs "
-            "WebAssembly (some Voice Focus modes).",
+            "true: 'unsafe-eval' instead of 'wasm-unsafe-eval' where a feature needs "
+            "WebAssembly (some Voice Focus modes, old browsers); it also allows eval().",
         )
         loader.add_option(
             "chime_csp_report_path",

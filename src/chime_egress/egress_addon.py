@@ -259,7 +259,9 @@ class ChimeHeaders:
             raise exceptions.OptionsError(
                 f"chime_metrics: cannot listen on {text}: {error.strerror or error}"
             ) from None
-        logger.info(f"chime: metrics at http://{text.strip()}/metrics")
+        host, port = address
+        shown = f"[{host}]" if ":" in host else host
+        logger.info(f"chime: metrics at http://{shown}:{port}/metrics")
 
     def _publish(self, policy: Policy, message: str) -> None:
         self.policy = policy

@@ -1,6 +1,7 @@
 """`chime-egress validate` and `chime-egress headers`, run as installed."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -235,3 +236,23 @@ def test_headers_of_an_invalid_allowlist_prints_no_header(tmp_path):
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"{path}:3: apps[0].tenants[1]:" in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # As with `chime-egress validate | head -1`: the pipe's read end is already closed.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(COMMAND), "validate"],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
