@@ -22,8 +22,9 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, NamedTuple
+
+from .lifecycle import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADDON_SCRIPT = REPO_ROOT / "addon" / "chime_headers.py"
@@ -88,7 +89,7 @@ def build_command(
     return cmd
 
 
-class MitmdumpProcess:
+class MitmdumpProcess(Service):
     """A running mitmdump; a context manager that starts it and stops it (terminate, then kill).
 
     ``output()`` holds everything mitmdump wrote so far (stdout and stderr interleaved, as text).
@@ -182,17 +183,6 @@ class MitmdumpProcess:
         if proc.stdout is not None:
             proc.stdout.close()
         return proc.returncode
-
-    def __enter__(self) -> MitmdumpProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _pump(self) -> None:
         proc = self._proc

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import h2.config  # type: ignore[import-untyped, unused-ignore]
@@ -43,6 +42,7 @@ import h2.connection  # type: ignore[import-untyped, unused-ignore]
 import h2.events  # type: ignore[import-untyped, unused-ignore]
 import h2.exceptions  # type: ignore[import-untyped, unused-ignore]
 
+from .lifecycle import Service
 from .tls import ServerCert
 
 ServerMode = Literal["tls", "plain", "raw", "close"]
@@ -125,7 +125,7 @@ class _Shared:
     connections_open: int = 0
 
 
-class EchoServer:
+class EchoServer(Service):
     """A loopback echo server on a background thread; use as a context manager or start/stop."""
 
     def __init__(
@@ -189,17 +189,6 @@ class EchoServer:
                 loop.call_soon_threadsafe(self._stopping.set)
         thread.join(10)
         self._thread = None
-
-    def __enter__(self) -> EchoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()

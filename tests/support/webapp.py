@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from .lifecycle import Service
 from .proxy import LISTEN_HOST, MitmdumpProcess, ProxyLauncher
 
 CSP_SCRIPT = Path(__file__).resolve().parents[2] / "addon" / "chime_csp.py"
@@ -67,7 +67,7 @@ def html_page(title: str = "chime-csp test page", script: str | None = None) -> 
     ).encode()
 
 
-class WebApp:
+class WebApp(Service):
     """A loopback HTTP/1.1 server (plain, or TLS with ``cert``/``key``); a context manager."""
 
     def __init__(
@@ -165,17 +165,6 @@ class WebApp:
         if self._thread is not None:
             self._thread.join(5)
         self._server = self._thread = None
-
-    def __enter__(self) -> WebApp:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):
