@@ -75,12 +75,19 @@ class Allowlist:
     # Legal but worth a look (a network that partly hides another); shown by validate and logged.
     warnings: tuple[Problem, ...] = ()
 
-    def header_input(self) -> list[tuple[str, tuple[str, ...]]]:
-        return header_input(self.apps)
-
 
 def header_input(apps: tuple[App, ...]) -> list[tuple[str, tuple[str, ...]]]:
     return [(app.app_key, app.tenants) for app in apps]
+
+
+def _line(node: yaml.Node) -> int:
+    """The 1-based line a node starts on (PyYAML counts from 0)."""
+    return int(node.start_mark.line) + 1
+
+
+def _did_you_mean(text: str, choices: tuple[str, ...]) -> str:
+    hint = difflib.get_close_matches(text, choices, n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
 class _Reader:
@@ -91,19 +98,16 @@ class _Reader:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
 
-    def problem(self, node: yaml.Node | None, field: str, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else None
-        self.problems.append(Problem(self.path, line, field, message))
+    def problem(self, node: yaml.Node, field: str, message: str) -> None:
+        self.problems.append(Problem(self.path, _line(node), field, message))
 
-    def warning(self, node: yaml.Node | None, field: str, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else None
-        self.warnings.append(Problem(self.path, line, field, message))
+    def warning(self, node: yaml.Node, field: str, message: str) -> None:
+        self.warnings.append(Problem(self.path, _line(node), field, message))
 
     def choice(self, node: yaml.Node, field: str, choices: tuple[str, ...]) -> str | None:
         text = self.text(node, field)
         if text is not None and text not in choices:
-            hint = difflib.get_close_matches(text, choices, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            suggestion = _did_you_mean(text, choices)
             self.problem(node, field, f"{text!r} is not one of {', '.join(choices)}{suggestion}")
             return None
         return text
@@ -119,8 +123,7 @@ class _Reader:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             key_field = f"{field}.{key}" if field and key else (key or field)
             if key is None or key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                suggestion = _did_you_mean(str(key), allowed)
                 self.problem(
                     key_node,
                     key_field,
@@ -128,7 +131,7 @@ class _Reader:
                 )
                 continue
             if key in found:
-                first_line = found[key][0].start_mark.line + 1
+                first_line = _line(found[key][0])
                 self.problem(
                     key_node, key_field, f"duplicate key; first given on line {first_line}"
                 )
@@ -243,7 +246,6 @@ def _parse_apps(reader: _Reader, node: yaml.Node, where: str) -> tuple[App, ...]
         fields = reader.mapping(app_node, field, _APP_KEYS)
         if fields is None:
             continue
-        line = app_node.start_mark.line + 1
         if "app_key" not in fields:
             reader.problem(app_node, f"{field}.app_key", "missing; every app needs its AppKey")
             continue
@@ -262,14 +264,14 @@ def _parse_apps(reader: _Reader, node: yaml.Node, where: str) -> tuple[App, ...]
                 "merge the two entries",
             )
             continue
-        first_seen[app_key] = app_key_node.start_mark.line + 1
+        first_seen[app_key] = _line(app_key_node)
         name = reader.text(fields["name"][1], f"{field}.name") if "name" in fields else None
         tenants = (
             _parse_tenants(reader, fields["tenants"][1], f"{field}.tenants")
             if ("tenants" in fields)
             else ()
         )
-        apps.append(App(app_key=app_key, name=name, tenants=tenants, line=line))
+        apps.append(App(app_key=app_key, name=name, tenants=tenants, line=_line(app_node)))
     return tuple(apps)
 
 
@@ -277,7 +279,7 @@ def _parse_tenants(reader: _Reader, node: yaml.Node, field: str) -> tuple[str, .
     items = reader.text_list(node, field)
     if items is None:
         return ()
-    if not items and isinstance(node, yaml.SequenceNode) and not node.value:
+    if not node.value:  # a list (text_list said so), but an empty one
         reader.problem(
             node,
             field,
@@ -297,7 +299,7 @@ def _parse_tenants(reader: _Reader, node: yaml.Node, field: str) -> tuple[str, .
                 f"{tenant!r} is listed twice (first on line {first_seen[tenant]})",
             )
         else:
-            first_seen[tenant] = item_node.start_mark.line + 1
+            first_seen[tenant] = _line(item_node)
             tenants.append(tenant)
     return tuple(tenants)
 
@@ -313,7 +315,7 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
         text = reader.text(value_node, "destinations.ip_ranges")
         if text:
             ip_ranges = (path.parent / text).resolve()
-            ip_ranges_line = value_node.start_mark.line + 1
+            ip_ranges_line = _line(value_node)
     services = DEFAULT_SERVICES
     if "services" in fields:
         items = reader.text_list(fields["services"][1], "destinations.services")
@@ -389,7 +391,6 @@ def _parse_networks(
         fields = reader.mapping(network_node, field, _NETWORK_KEYS)
         if fields is None:
             continue
-        line = network_node.start_mark.line + 1
         name = _network_name(reader, fields, network_node, field, names)
         mode: str | None = None  # None: missing or invalid, reported
         if "mode" in fields:
@@ -413,7 +414,7 @@ def _parse_networks(
             )
         clients = _network_clients(reader, fields, network_node, field, index, seen)
         if name is not None and mode is not None and clients:
-            networks.append(Network(name, clients, mode, apps, line))
+            networks.append(Network(name, clients, mode, apps, _line(network_node)))
     return tuple(networks)
 
 
@@ -452,7 +453,7 @@ def _network_name(
             name_node, f"{field}.name", f"{name!r} is already used on line {names[name]}"
         )
         return None
-    names[name] = name_node.start_mark.line + 1
+    names[name] = _line(name_node)
     return name
 
 
@@ -473,7 +474,7 @@ def _network_clients(
         return ()
     clients_node = fields["clients"][1]
     items = reader.text_list(clients_node, f"{field}.clients")
-    if items is not None and not items and isinstance(clients_node, yaml.SequenceNode):
+    if items is not None and not items:  # text_list returns a list only for a list node
         reader.problem(clients_node, f"{field}.clients", "is empty; list at least one range")
     clients: list[IPNetwork] = []
     for position, (item_node, text) in enumerate(items or ()):
@@ -493,9 +494,8 @@ def _network_clients(
                 f"({mapped}/{max(network.prefixlen - 96, 0)})",
             )
             continue
-        line = item_node.start_mark.line + 1
         _report_overlaps(reader, item_node, item_field, network, index, seen)
-        seen.append((network, item_field, line, index))
+        seen.append((network, item_field, _line(item_node), index))
         clients.append(network)
     return tuple(clients)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .allowlist import DEFAULT_NETWORK_NAME, ENFORCE, OBSERVE, Allowlist, App, header_input
 from .headers import ChimeHeaders, build_headers
-from .ranges import IPNetwork, parse_address
+from .ranges import IPAddress, IPNetwork, parse_address
 
 # Clients of one proxy are a bounded population, but a scan must not grow the cache forever.
 _CACHE_LIMIT = 65536
@@ -74,17 +74,18 @@ class ClientPolicies:
             return self._cache[address]
         except KeyError:
             pass
-        found = self.default
-        parsed = parse_address(address) if self.networks else None
-        if parsed is not None:
-            for policy in self.networks:
-                if any(parsed in network for network in policy.clients):
-                    found = policy
-                    break
+        found = self._first_holding(parse_address(address)) if self.networks else self.default
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[address] = found
         return found
+
+    def _first_holding(self, address: IPAddress | None) -> ClientPolicy:
+        if address is not None:
+            for policy in self.networks:
+                if any(address in network for network in policy.clients):
+                    return policy
+        return self.default
 
 
 def compile_client_policies(allowlist: Allowlist) -> ClientPolicies:

@@ -42,14 +42,13 @@ from .metrics import (
     parse_listen_address,
 )
 from .policy import FilesSignature, Policy, files_signature, load_policy
-from .ranges import Prefix, parse_address
+from .ranges import Prefix, is_chime_name, parse_address
 
 logger = logging.getLogger("chime_egress")
 
 DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 WEBSOCKET_RELAYS = ("tcp", "websocket")
-CHIME_DOMAIN = ".chime.aws"
 # flow.metadata key: the network whose headers a request left with (shown in saved flows).
 INJECTED_NETWORK = "chime_egress.network"
 _BODY_EXCERPT = 200
@@ -364,30 +363,39 @@ class ChimeHeaders:
             return
         self._decided.add(server)
         client_policy = self._client_policy(context.client)
-        network = client_policy.name
-        if not verdict.is_chime:  # the common case: count it, and log only when shown
-            self.metrics.child(self.metrics.connections, network, PASSED_THROUGH).inc()
+        outcome = self._route(nextlayer, verdict, client_policy, sni, why_media)
+        self.metrics.child(self.metrics.connections, client_policy.name, outcome).inc()
+
+    def _route(
+        self,
+        nextlayer: layer.NextLayer,
+        verdict: Verdict,
+        client_policy: ClientPolicy,
+        sni: str | None,
+        why_media: str | None,
+    ) -> str:
+        """Set the layer for a judged connection, log the decision, and return its outcome."""
+        context = nextlayer.context
+        if not verdict.is_chime:  # the common case: log only when shown
             if logger.isEnabledFor(logging.DEBUG):
                 self._log_connection(
                     logging.DEBUG, "connection_passed_through", context, verdict, client_policy
                 )
             nextlayer.layer = _raw_relay(context)
-            return
+            return PASSED_THROUGH
         if client_policy.observing:
-            self.metrics.child(self.metrics.connections, network, OBSERVED).inc()
-            self._observe(nextlayer, verdict, sni, _peer(context.client), network)
-            return
+            self._observe(nextlayer, verdict, sni, client_policy.name)
+            return OBSERVED
         if why_media is None:
-            self.metrics.child(self.metrics.connections, network, INTERCEPTED).inc()
             self._log_connection(
                 logging.INFO, "connection_intercepted", context, verdict, client_policy, sni
             )
-            return
-        self.metrics.child(self.metrics.connections, network, MEDIA).inc()
+            return INTERCEPTED
         self._log_connection(
             logging.INFO, "media_passed_through", context, verdict, client_policy, sni, why_media
         )
         nextlayer.layer = _raw_relay(context)
+        return MEDIA
 
     def _log_connection(
         self,
@@ -428,22 +436,21 @@ class ChimeHeaders:
     def _client_policy(self, client: connection.Client) -> ClientPolicy:
         policy = self.policy
         assert policy is not None
-        return policy.clients.for_client(str(client.peername[0]))
+        return policy.clients.for_client(_address(client))
 
     def _observe(
         self,
         nextlayer: layer.NextLayer,
         verdict: Verdict,
         sni: str | None,
-        client: str,
         network: str,
     ) -> None:
         """Relay a Chime connection untouched; its record is logged when the client leaves."""
         context = nextlayer.context
         assert self.policy is not None
         observation = Observation(
-            client=client,
-            client_address=str(context.client.peername[0]),
+            client=_peer(context.client),
+            client_address=_address(context.client),
             policy=self.policy,
             host=_host(context.server),
             sni=sni,
@@ -489,18 +496,16 @@ class ChimeHeaders:
             self._log_observation(observation, counted=True)
 
     def _log_observation(self, observation: Observation, *, counted: bool) -> None:
-        seconds = round(time.monotonic() - observation.started, 3) if counted else None
-        sent = observation.bytes_from_client if counted else None
-        received = observation.bytes_from_server if counted else None
+        seconds = sent = received = None
+        amounts = " (udp)"
         if counted:
-            self.metrics.observed_bytes.labels(observation.network, "client").inc(
-                observation.bytes_from_client
-            )
-            self.metrics.observed_bytes.labels(observation.network, "server").inc(
-                observation.bytes_from_server
-            )
+            seconds = round(time.monotonic() - observation.started, 3)
+            sent, received = observation.bytes_from_client, observation.bytes_from_server
+            bytes_counter, network = self.metrics.observed_bytes, observation.network
+            self.metrics.child(bytes_counter, network, "client").inc(sent)
+            self.metrics.child(bytes_counter, network, "server").inc(received)
+            amounts = f": {sent} bytes sent, {received} received in {seconds}s"
         sni = f" (SNI {observation.sni})" if observation.sni else ""
-        amounts = f": {sent} bytes sent, {received} received in {seconds}s" if counted else " (udp)"
         logger.info(
             f"chime: observed {observation.client} -> {observation.host}{sni} "
             f"[{observation.address}] matched {observation.prefix} "
@@ -646,11 +651,10 @@ class ChimeHeaders:
     def _report_refusal(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
         """Chime refused a request that carried our headers: say who, where, with what, and why."""
         assert flow.response is not None
-        client_address = str(flow.client_conn.peername[0])
         host = flow.request.pretty_host
-        sent = dict(client_policy.http1_headers)
-        app_keys, tenants = sent.get(APP_KEYS_HEADER), sent.get(TENANTS_HEADER)
-        hint = refusal_hint(client_policy, client_address)
+        sent = client_policy.headers
+        app_keys, tenants = (sent.app_keys, sent.tenants) if sent else (None, None)
+        hint = refusal_hint(client_policy, _address(flow.client_conn))
         body = (flow.response.get_content(strict=False) or b"")[:_BODY_EXCERPT]
         excerpt = body.decode("utf-8", "replace").strip()
         self.metrics.count_403(client_policy.name, host)
@@ -693,14 +697,15 @@ async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
     return Verdict(None, ",".join(addresses) or None)
 
 
-def is_chime_name(host: str) -> bool:
-    return host.lower().rstrip(".").endswith(CHIME_DOMAIN)
-
-
 def _raw_relay(context: Context) -> layer.Layer:
     if context.client.transport_protocol == "tcp":
         return layers.TCPLayer(context, ignore=True)
     return layers.UDPLayer(context, ignore=True)
+
+
+def _address(client: connection.Client) -> str:
+    """The client's IP address, as networks are matched on."""
+    return str(client.peername[0])
 
 
 def _peer(client: connection.Client) -> str:

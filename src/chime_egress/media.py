@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from .ranges import canonical_host
+
 # TURN servers the Chime SDK receives in JOIN_ACK look like ice.z2.as2.m.chime.aws.
 DEFAULT_MEDIA_HOSTS: tuple[str, ...] = ("ice.*.chime.aws",)
 
@@ -58,7 +60,7 @@ class MediaHosts:
     def match(self, host: str | None) -> bool:
         if host is None or self._regex is None:
             return False
-        return self._regex.match(host.lower().rstrip(".")) is not None
+        return self._regex.match(canonical_host(host)) is not None
 
 
 def announced_protocols(alpn_header: str | None) -> frozenset[str]:

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.exposition import generate_latest
 
 from .client_policy import ClientPolicies
+from .ranges import canonical_host, is_chime_name
 
 PREFIX = "chime_egress"
 # Host names label the 403 counter, but a client chooses the Host it sends: only names under
 # chime.aws are used, and only this many of them; the rest count as "other".
 MAX_403_HOSTS = 200
-CHIME_DOMAIN = ".chime.aws"
 
 # Outcomes of the connection decision, the `outcome` label of chime_egress_connections_total.
 INTERCEPTED = "intercepted"
@@ -30,78 +30,65 @@ OBSERVED = "observed"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        registry = self.registry
-        self.connections = Counter(
-            f"{PREFIX}_connections",
+        self.connections = self._counter(
+            "connections",
             "Client connections by decision: intercepted (Chime, headers added), passed_through "
             "(not Chime), media_passed_through (Chime media), observed (Chime, observe mode).",
-            ["network", "outcome"],
-            registry=registry,
+            "network",
+            "outcome",
         )
-        self.requests_injected = Counter(
-            f"{PREFIX}_requests_injected",
+        self.requests_injected = self._counter(
+            "requests_injected",
             "Requests to Chime that left with the allowlist headers.",
-            ["network"],
-            registry=registry,
+            "network",
         )
-        self.requests_observed = Counter(
-            f"{PREFIX}_requests_observed",
+        self.requests_observed = self._counter(
+            "requests_observed",
             "Plain-HTTP requests to Chime left unchanged because their client is in observe mode.",
-            ["network"],
-            registry=registry,
+            "network",
         )
-        self.client_headers_stripped = Counter(
-            f"{PREFIX}_client_headers_stripped",
+        self.client_headers_stripped = self._counter(
+            "client_headers_stripped",
             "Copies of the Chime headers sent by clients and removed before the proxy's own.",
-            ["network"],
-            registry=registry,
+            "network",
         )
-        self.requests_refused = Counter(
-            f"{PREFIX}_requests_refused",
+        self.requests_refused = self._counter(
+            "requests_refused",
             "Requests answered 502 because the proxy could not apply its policy to them.",
-            registry=registry,
         )
-        self.chime_403 = Counter(
-            f"{PREFIX}_chime_403_responses",
+        self.chime_403 = self._counter(
+            "chime_403_responses",
             "403 responses from Chime to requests that carried the allowlist headers, by host "
             f"(names under chime.aws, the first {MAX_403_HOSTS}; others count as 'other').",
-            ["network", "host"],
-            registry=registry,
+            "network",
+            "host",
         )
-        self.observed_bytes = Counter(
-            f"{PREFIX}_observed_bytes",
+        self.observed_bytes = self._counter(
+            "observed_bytes",
             "Bytes relayed on observed Chime connections, by direction (sent by the client or "
             "by the server).",
-            ["network", "direction"],
-            registry=registry,
+            "network",
+            "direction",
         )
-        self.reloads = Counter(
-            f"{PREFIX}_reloads",
-            "Reloads of the allowlist after an edit, by result.",
-            ["result"],
-            registry=registry,
+        self.reloads = self._counter(
+            "reloads", "Reloads of the allowlist after an edit, by result.", "result"
         )
-        self.config_file_invalid = Gauge(
-            f"{PREFIX}_config_file_invalid",
+        self.config_file_invalid = self._gauge(
+            "config_file_invalid",
             "1 while the last reload failed: the files on disk are not the configuration in "
             "force. 0 once a reload succeeds.",
-            registry=registry,
         )
-        self.config_age = Gauge(
-            f"{PREFIX}_config_age_seconds",
-            "Seconds since the configuration in force was loaded.",
-            registry=registry,
+        self.config_age = self._gauge(
+            "config_age_seconds", "Seconds since the configuration in force was loaded."
         )
-        self.sync_token = Gauge(
-            f"{PREFIX}_ranges_sync_token",
-            "syncToken of the AWS ranges file in force (0 without one).",
-            registry=registry,
+        self.sync_token = self._gauge(
+            "ranges_sync_token", "syncToken of the AWS ranges file in force (0 without one)."
         )
-        self.apps = Gauge(
-            f"{PREFIX}_apps_configured",
+        self.apps = self._gauge(
+            "apps_configured",
             "Apps whose AppKey the proxy sends, per network policy (0 in observe mode).",
-            ["network", "mode"],
-            registry=registry,
+            "network",
+            "mode",
         )
         # Labelled children by (metric, labels): labels() takes a lock and builds a key on
         # every call, a cost paid per connection and per request otherwise.
@@ -112,6 +99,12 @@ class Metrics:
         for result in ("succeeded", "failed"):
             self.reloads.labels(result)  # present at 0 from the start, so rate() works
 
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
     def child(self, counter: Counter, *labels: str) -> Counter:
         """counter.labels(*labels), remembered (children of a counter are never removed)."""
         key = (id(counter), labels)
@@ -121,8 +114,8 @@ class Metrics:
         return found
 
     def count_403(self, network: str, host: str) -> None:
-        host = host.lower().rstrip(".")
-        if not host.endswith(CHIME_DOMAIN):
+        host = canonical_host(host)
+        if not is_chime_name(host):
             host = "other"
         elif host not in self._403_hosts:
             if len(self._403_hosts) >= MAX_403_HOSTS:

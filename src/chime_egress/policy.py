@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .allowlist import ENFORCE, Allowlist, load_allowlist
+from .allowlist import ENFORCE, Allowlist, header_input, load_allowlist
 from .client_policy import ClientPolicies, compile_client_policies
 from .errors import ConfigError, Problem
 from .headers import ChimeHeaders, build_headers
@@ -39,14 +39,7 @@ class Policy:
     def sources(self) -> tuple[Path, ...]:
         """Files whose change means the policy must be rebuilt."""
         ranges_file = self.allowlist.destinations.ip_ranges
-        return (
-            (self.allowlist.path,)
-            if ranges_file is None
-            else (
-                self.allowlist.path,
-                ranges_file,
-            )
-        )
+        return (self.allowlist.path,) if ranges_file is None else (self.allowlist.path, ranges_file)
 
     def summary(self) -> str:
         apps = self.allowlist.apps
@@ -72,7 +65,7 @@ def load_policy(allowlist_path: Path) -> Policy:
         ranges = _load_ranges(allowlist)
         prefixes.extend(ranges.prefixes)
     prefixes.extend(Prefix(network, "cidrs", "", "cidrs") for network in destinations.cidrs)
-    headers = build_headers(allowlist.header_input())
+    headers = build_headers(header_input(allowlist.apps))
     return Policy(
         allowlist=allowlist,
         ranges=ranges,

@@ -21,6 +21,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_SERVICES: tuple[str, ...] = ("CHIME_MEETINGS",)
+# Every Chime service name lies under this domain (signal, media, the SDK's endpoints).
+CHIME_DOMAIN = ".chime.aws"
 
 # Addresses seen by one proxy repeat endlessly (a handful of Chime front ends); remembering
 # answers makes the per-connection lookup a dict hit. Bounded so a scan cannot grow it forever.
@@ -51,6 +53,15 @@ class RangesSnapshot:
     @property
     def sync_token_number(self) -> int:
         return int(self.sync_token)
+
+
+def canonical_host(host: str) -> str:
+    """A host name as DNS compares it: lowercase, without the root's trailing dot."""
+    return host.lower().rstrip(".")
+
+
+def is_chime_name(host: str) -> bool:
+    return canonical_host(host).endswith(CHIME_DOMAIN)
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -237,22 +248,23 @@ def _select_entries(
             continue
         if regions and region not in regions:
             continue
-        raw = entry.get(prefix_key)
-        expected_version = 4 if prefix_key == "ip_prefix" else 6
-        network = _fast_network(raw, expected_version) if isinstance(raw, str) else None
-        if network is None:
-            try:
-                network = ipaddress.ip_network(raw, strict=True) if isinstance(raw, str) else None
-            except ValueError as error:
-                problems.append(_problem(path, f"{where}.{prefix_key}", str(error)))
-                continue
-        if network is None or network.version != expected_version:
-            problems.append(
-                _problem(path, f"{where}.{prefix_key}", f"must be an IPv{expected_version} prefix")
-            )
+        version = 4 if prefix_key == "ip_prefix" else 6
+        try:
+            network = _entry_network(entry.get(prefix_key), version)
+        except ValueError as error:
+            problems.append(_problem(path, f"{where}.{prefix_key}", str(error)))
             continue
         selected.append((Prefix(network, service, region, path), entry))
     return selected
+
+
+def _entry_network(raw: object, version: int) -> IPNetwork:
+    """An entry's prefix text as a network of `version`; ValueError saying what is wrong."""
+    if isinstance(raw, str):
+        network = _fast_network(raw, version) or ipaddress.ip_network(raw, strict=True)
+        if network.version == version:
+            return network
+    raise ValueError(f"must be an IPv{version} prefix")
 
 
 def _fast_network(text: str, version: int) -> IPNetwork | None:

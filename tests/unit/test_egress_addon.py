@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from chime_egress.egress_addon import ChimeHeaders, is_chime_name
+from chime_egress.egress_addon import ChimeHeaders
+from chime_egress.ranges import is_chime_name
 
 ALLOWLIST = """\
 apps:
@@ -22,13 +24,20 @@ destinations:
 """
 
 
-@pytest.fixture
-def addon(tmp_path: Path) -> Iterator[ChimeHeaders]:
+@contextmanager
+def running(tmp_path: Path, allowlist: str) -> Iterator[ChimeHeaders]:
+    """The addon configured with `allowlist`, inside mitmproxy's test context."""
     path = tmp_path / "allowlist.yaml"
-    path.write_text(ALLOWLIST)
+    path.write_text(allowlist)
     chime = ChimeHeaders()
     with taddons.context(chime) as tctx:
         tctx.configure(chime, chime_allowlist=str(path))
+        yield chime
+
+
+@pytest.fixture
+def addon(tmp_path: Path) -> Iterator[ChimeHeaders]:
+    with running(tmp_path, ALLOWLIST) as chime:
         yield chime
 
 
@@ -101,11 +110,7 @@ destinations:
 
 
 async def test_a_client_in_an_observe_network_gets_nothing_added(tmp_path: Path) -> None:
-    path = tmp_path / "allowlist.yaml"
-    path.write_text(OBSERVED_NETWORK)
-    chime = ChimeHeaders()
-    with taddons.context(chime) as tctx:
-        tctx.configure(chime, chime_allowlist=str(path))
+    with running(tmp_path, OBSERVED_NETWORK) as chime:
         observed = flow_to("99.77.130.1")
         observed.client_conn.peername = ("10.9.1.1", 50000)
         observed.request.headers["X-Amzn-Chime-App-Keys"] = "theirs"
