@@ -52,7 +52,7 @@ from .csp_settings import (
 logger = logging.getLogger(__name__)
 
 _META_SCAN_BYTES = 64 * 1024
-_META_WARNED_LIMIT = 1000
+_META_CHECKED_LIMIT = 1000
 _META_CSP = re.compile(rb"<meta[^>]+http-equiv\s*=\s*[\"']?content-security-policy", re.IGNORECASE)
 
 # Flow metadata keys: a report request the addon answers itself, and a response already handled.
@@ -76,7 +76,9 @@ OPTION_NAMES = (
 class ChimeCsp:
     def __init__(self) -> None:
         self.settings: CspSettings | None = None
-        self._meta_warned: set[str] = set()
+        # Pages already scanned for a <meta> policy: each is decoded and scanned once, not on
+        # every response (the scan needs the whole body decoded).
+        self._meta_checked: set[str] = set()
 
     def load(self, loader: Loader) -> None:
         # Every option is a str: a value mitmproxy cannot parse would silently unload the whole
@@ -280,11 +282,11 @@ class ChimeCsp:
         if response is None or not flow.metadata.get(_APPLIED) or response.raw_content is None:
             return
         key = f"{flow.request.pretty_host}{flow.request.path.split('?', 1)[0]}"
-        if key in self._meta_warned or len(self._meta_warned) >= _META_WARNED_LIMIT:
+        if key in self._meta_checked or len(self._meta_checked) >= _META_CHECKED_LIMIT:
             return
+        self._meta_checked.add(key)
         head = (response.get_content(strict=False) or b"")[:_META_SCAN_BYTES]
         if _META_CSP.search(head):
-            self._meta_warned.add(key)
             logger.warning(
                 f"chime-csp: {flow.request.pretty_url} declares a policy in a <meta> element; "
                 "the addon edits headers only, and that policy still applies on top"

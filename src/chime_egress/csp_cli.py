@@ -21,14 +21,14 @@ from . import __version__
 from .cli_support import HelpFormatter, print_error, typed
 from .csp import (
     FEATURES,
-    NEEDS,
+    SAMPLE_ORIGIN,
     CheckReport,
     check_policies,
     generate_policy,
     merge_policies,
+    needed_sources,
     parse_features,
 )
-from .csp.features import SAMPLE_ORIGIN
 from .csp.matching import parse_origin
 
 EXIT_OK = 0
@@ -348,8 +348,9 @@ def _print_report(report: CheckReport) -> None:
             print(f"    reported (report-only) by {failure.directive}: {what}")
         if not result.allowed:
             needs = "; ".join(
-                f"{directive} {' '.join(sources)}" for directive, sources in NEEDS[result.feature]
-            ).replace("<wasm>", "'wasm-unsafe-eval'")
+                f"{directive} {' '.join(sources)}"
+                for directive, sources in needed_sources([result.feature]).items()
+            )
             print(f"    {result.feature} needs: {needs}")
     if report.findings:
         print("findings:")

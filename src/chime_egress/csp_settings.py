@@ -15,12 +15,16 @@ from pathlib import Path
 
 from .csp import (
     SAMPLE_ORIGIN,
+    evaluate,
     generate_policy,
-    merge_policies,
+    merge_policy,
+    merge_policy_list,
+    needed_sources,
     parse_features,
+    parse_policy,
     parse_policy_list,
     probes_for,
-    request_allowed,
+    serialize_policy,
 )
 
 CSP = "Content-Security-Policy"
@@ -44,9 +48,6 @@ _REPORT_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-._~!$&'()*+=:@/%]*")
 _MIME_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
-
-# Flow metadata keys: a report request the addon answers itself, and a response already handled.
-
 
 # --- option parsing (pure; each error names its option) ---------------------------------------
 
@@ -252,17 +253,20 @@ def build_default_policy(
         raise ValueError("chime_csp_default_policy must be a single policy (no ',')")
     if not text.isascii() or not text.isprintable():
         raise ValueError("chime_csp_default_policy must be printable ASCII on one line")
-    if not {_directive_name(part) for part in text.split(";")} - {"", "report-uri", "report-to"}:
+    # Printable ASCII without a comma: exactly one policy, split as the browser splits it.
+    parsed = parse_policy(text)
+    if not {directive.name for directive in parsed} - {"report-uri", "report-to"}:
         raise ValueError(f"chime_csp_default_policy holds no directive: {text!r}")
-    policy = merge_policies(text, features, allow_unsafe_eval=allow_unsafe_eval)
+    merged = merge_policy(parsed, needed_sources(features, allow_unsafe_eval=allow_unsafe_eval))
+    policy = serialize_policy(merged)
     for feature in features:
         # The probes' own sample origin stands in for the app's, which is not known here.
         for kind, url in probes_for(feature, SAMPLE_ORIGIN):
-            allowed, directive = request_allowed([policy], kind, url, SAMPLE_ORIGIN)
-            if not allowed:
+            decision = evaluate((merged,), kind, url, SAMPLE_ORIGIN)
+            if not decision.allowed:
                 raise ValueError(
                     f"chime_csp_default_policy blocks {url} ({kind}), which {feature} needs, "
-                    f"even with the features added: {directive} in {policy!r}"
+                    f"even with the features added: {decision.effective_directive} in {policy!r}"
                 )
     return policy
 
@@ -290,11 +294,12 @@ def rewritten_policy(
 
     Remembered: an app sends the same policy on every page, and the work costs about 150 µs
     (bench/bench_csp.py). Bounded, for apps whose policies carry a fresh nonce each time.
-    Raises what merge_policies raises for a policy it cannot read (not remembered).
+    Raises what merge_policy_list raises for a policy it cannot read (not remembered).
     """
-    if not parse_policy_list(value):
+    policies = parse_policy_list(value)
+    if not policies:
         return None  # an empty header, or one of only ";" and ",", holds no policy
-    merged = merge_policies(value, features, allow_unsafe_eval=allow_unsafe_eval)
+    merged = merge_policy_list(policies, features, allow_unsafe_eval=allow_unsafe_eval)
     if report_path is None:
         return merged, False
     return add_reporting(merged, report_path)

@@ -93,6 +93,29 @@ def fetch(
     )
 
 
+def post_report(
+    proxy: ReverseProxy,
+    data: str | None,
+    content_type: str | None,
+    *,
+    workdir: Path,
+    host: str = APP_HOST,
+    method: str = "POST",
+    headers: Sequence[str] = (),
+) -> Fetched:
+    """A request to the report path, as a browser sends a violation report."""
+    content = [f"Content-Type: {content_type}"] if content_type else []
+    return fetch(
+        proxy,
+        REPORT_PATH,
+        host=host,
+        method=method,
+        data=data,
+        headers=[*content, *headers],
+        workdir=workdir,
+    )
+
+
 def allowed(policies: Sequence[str], kind: str, url: str) -> bool:
     return request_allowed(policies, kind, url, f"https://{APP_HOST}")[0]
 
@@ -137,17 +160,20 @@ def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("csp-reports") / "reports.jsonl"
 
 
+# What both proxies share: the app's host, the features and the collector's path.
+BASE_OPTIONS = (
+    f"chime_csp_hosts={APP_HOST}",
+    f"chime_csp_features={','.join(FEATURES)}",
+    f"chime_csp_report_path={REPORT_PATH}",
+)
+
+
 @pytest.fixture(scope="module")
 def proxy(module_proxy_launcher: ProxyLauncher, app: WebApp, report_file: Path) -> ReverseProxy:
     return start_reverse_proxy(
         module_proxy_launcher,
         app.origin,
-        [
-            f"chime_csp_hosts={APP_HOST}",
-            f"chime_csp_features={','.join(FEATURES)}",
-            f"chime_csp_report_path={REPORT_PATH}",
-            f"chime_csp_report_file={report_file}",
-        ],
+        [*BASE_OPTIONS, f"chime_csp_report_file={report_file}"],
         label="csp enforce",
     )
 
@@ -157,12 +183,7 @@ def report_only_proxy(module_proxy_launcher: ProxyLauncher, app: WebApp) -> Reve
     return start_reverse_proxy(
         module_proxy_launcher,
         app.origin,
-        [
-            f"chime_csp_hosts={APP_HOST}",
-            f"chime_csp_features={','.join(FEATURES)}",
-            "chime_csp_report_only=true",
-            f"chime_csp_report_path={REPORT_PATH}",
-        ],
+        [*BASE_OPTIONS, "chime_csp_report_only=true"],
         label="csp report-only",
     )
 
@@ -288,21 +309,9 @@ def test_reports_of_both_formats_are_collected_and_never_reach_the_app(
 ) -> None:
     before = report_file.read_text().splitlines()
     since = proxy.process.mark()
-    first = fetch(
-        proxy,
-        REPORT_PATH,
-        method="POST",
-        data=json.dumps(CSP_REPORT),
-        headers=["Content-Type: application/csp-report"],
-        workdir=tmp_path,
-    )
-    second = fetch(
-        proxy,
-        REPORT_PATH,
-        method="POST",
-        data=json.dumps(REPORTS_JSON),
-        headers=["Content-Type: application/reports+json"],
-        workdir=tmp_path,
+    first = post_report(proxy, json.dumps(CSP_REPORT), "application/csp-report", workdir=tmp_path)
+    second = post_report(
+        proxy, json.dumps(REPORTS_JSON), "application/reports+json", workdir=tmp_path
     )
     assert (first.status, second.status) == (204, 204), f"{first.detail}\n{second.detail}"
     assert app.requests(REPORT_PATH) == [], "a report request went to the app"
@@ -342,14 +351,7 @@ def test_bad_reports_are_answered_by_the_proxy(
     status: int,
 ) -> None:
     before = report_file.read_text()
-    got = fetch(
-        proxy,
-        REPORT_PATH,
-        method=method,
-        data=data,
-        headers=[f"Content-Type: {content_type}"] if content_type else [],
-        workdir=tmp_path,
-    )
+    got = post_report(proxy, data, content_type, method=method, workdir=tmp_path)
     assert got.status == status, got.detail
     assert app.requests(REPORT_PATH) == []
     assert report_file.read_text() == before
@@ -362,12 +364,11 @@ def test_a_compressed_report_is_refused_before_it_is_decoded(
     # Browsers never compress reports; decoding one could expand it enormously before any
     # size check. (The body is not even gzip: the refusal must come before any decoding.)
     before = report_file.read_text()
-    got = fetch(
+    got = post_report(
         proxy,
-        REPORT_PATH,
-        method="POST",
-        data='{"csp-report": {}}',
-        headers=["Content-Type: application/csp-report", "Content-Encoding: gzip"],
+        '{"csp-report": {}}',
+        "application/csp-report",
+        headers=["Content-Encoding: gzip"],
         workdir=tmp_path,
     )
     assert got.status == 415, got.detail
@@ -378,13 +379,11 @@ def test_a_compressed_report_is_refused_before_it_is_decoded(
 def test_the_report_path_of_another_host_goes_to_the_app(
     proxy: ReverseProxy, app: WebApp, tmp_path: Path
 ) -> None:
-    got = fetch(
+    got = post_report(
         proxy,
-        REPORT_PATH,
+        json.dumps(CSP_REPORT),
+        "application/csp-report",
         host=OTHER_HOST,
-        method="POST",
-        data=json.dumps(CSP_REPORT),
-        headers=["Content-Type: application/csp-report"],
         workdir=tmp_path,
     )
     assert got.status == 404, got.detail  # the app's answer: it has no such route

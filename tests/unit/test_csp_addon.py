@@ -434,11 +434,17 @@ def addon(tmp_path: Path) -> Iterator[tuple[ChimeCsp, taddons.context, Path]]:
         yield csp, tctx, report_file
 
 
-def html_flow(host: str = "app.example", *csp: str, sni: str | None = None) -> http.HTTPFlow:
-    flow = tflow.tflow(resp=True)
+def flow_to(host: str, *, sni: str | None = None, resp: bool = False) -> http.HTTPFlow:
+    """A test flow whose request went to `host` (host and Host header), with TLS name `sni`."""
+    flow = tflow.tflow(resp=resp)
     flow.request.host = host
     flow.request.headers["Host"] = host
     flow.client_conn.sni = sni
+    return flow
+
+
+def html_flow(host: str = "app.example", *csp: str, sni: str | None = None) -> http.HTTPFlow:
+    flow = flow_to(host, sni=sni, resp=True)
     assert flow.response is not None
     flow.response.headers["Content-Type"] = "text/html; charset=utf-8"
     for value in csp:
@@ -449,10 +455,7 @@ def html_flow(host: str = "app.example", *csp: str, sni: str | None = None) -> h
 def report_flow(
     body: bytes, content_type: str = "application/csp-report", *, method: str = "POST"
 ) -> http.HTTPFlow:
-    flow = tflow.tflow()
-    flow.request.host = "app.example"
-    flow.request.headers["Host"] = "app.example"
-    flow.client_conn.sni = None
+    flow = flow_to("app.example")
     flow.request.method = method
     flow.request.path = "/chime-csp-reports?x=1"
     flow.request.headers["Content-Type"] = content_type
@@ -616,3 +619,17 @@ def test_report_only_settings_are_swapped_whole(addon: tuple[ChimeCsp, Any, Path
     assert flow.response.headers.get_all(CSP_REPORT_ONLY)[0].startswith(
         merge_policies("default-src 'self'", ["meetings"])
     )
+
+
+async def test_each_page_is_scanned_for_a_meta_policy_once(
+    addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    csp, tctx, _ = addon
+    for body in (b"<html><head></head>", b"<meta http-equiv=content-security-policy content=x>"):
+        flow = html_flow("app.example")
+        assert flow.response is not None
+        flow.response.content = body
+        with caplog.at_level(logging.WARNING):
+            await tctx.cycle(csp, flow)
+    # The second response of the same page is not decoded and scanned again.
+    assert "declares a policy in a <meta> element" not in caplog.text

@@ -19,7 +19,7 @@ from .features import (
 from .generate import generate_policy
 from .lint import Finding, lint_policy
 from .matching import REQUEST_KINDS, Decision, evaluate, request_allowed
-from .merge import merge_policies, merge_policy
+from .merge import merge_policies, merge_policy, merge_policy_list
 from .policy import (
     Directive,
     Policy,
@@ -49,6 +49,7 @@ __all__ = [
     "lint_policy",
     "merge_policies",
     "merge_policy",
+    "merge_policy_list",
     "needed_sources",
     "parse_features",
     "parse_headers",

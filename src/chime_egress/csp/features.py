@@ -92,8 +92,7 @@ def probes_for(feature: str, origin: str = SAMPLE_ORIGIN) -> tuple[tuple[str, st
     """FEATURE_PROBES[feature], with the sample origin's URLs moved to `origin` (blob: ones too)."""
     origin = origin.rstrip("/")
     return tuple(
-        (kind, url.replace(SAMPLE_ORIGIN, origin, 1) if SAMPLE_ORIGIN in url else url)
-        for kind, url in FEATURE_PROBES[feature]
+        (kind, url.replace(SAMPLE_ORIGIN, origin, 1)) for kind, url in FEATURE_PROBES[feature]
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .policy import Policy, parse_headers
+from .policy import Directive, Policy, parse_headers
 from .sources import SourceExpression, SourceKind, parse_source
 
 # The directive each kind of request is checked against (#effective-directive-for-a-request):
@@ -297,13 +297,15 @@ def url_matches_source_list(url: Url, sources: Sequence[str], origin: Origin) ->
     return any(url_matches_expression(url, parse_source(token), origin) for token in sources)
 
 
-def governing_directive(policy: Policy, kind: str) -> str | None:
-    """The directive of `policy` whose value decides requests of `kind`, or None (unrestricted)."""
-    effective = KIND_DIRECTIVES[kind]
-    chain = ("script-src", "default-src") if kind in COMPILE_KINDS else FALLBACKS[effective]
-    for name in chain:
-        if name in policy:
-            return name
+def governing_directive(policy: Policy, kind: str) -> Directive | None:
+    """The directive of `policy` whose value decides requests of `kind`, or None (unrestricted).
+
+    wasm and eval map to script-src, whose fallback list is script-src, default-src: the chain of
+    #can-compile-strings and #can-compile-wasm-bytes."""
+    for name in FALLBACKS[KIND_DIRECTIVES[kind]]:
+        directive = policy.get(name)
+        if directive is not None:
+            return directive
     return None
 
 
@@ -339,12 +341,10 @@ class Decision:
 
 def _blocking_directive(policy: Policy, kind: str, target: Url | None, page: Origin) -> str | None:
     """The directive of `policy` that refuses the request, or None when it allows it."""
-    name = governing_directive(policy, kind)
-    if name is None:
+    directive = governing_directive(policy, kind)
+    if directive is None or _allows(directive.value, kind, target, page):
         return None
-    directive = policy.get(name)
-    assert directive is not None
-    return None if _allows(directive.value, kind, target, page) else name
+    return directive.name
 
 
 def evaluate(policies: Sequence[Policy], kind: str, url: str, origin: str | Origin) -> Decision:

@@ -9,11 +9,11 @@ replaced, not extended; 'unsafe-inline' is never added.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .features import needed_sources
 from .keywords import effective_in
-from .matching import FALLBACKS, KIND_DIRECTIVES
+from .matching import COMPILE_KINDS, FALLBACKS, KIND_DIRECTIVES
 from .policy import Directive, Policy, parse_policy_list, serialize_policy_list
 
 # Directives that are some request's effective directive are extended before the intermediate
@@ -31,7 +31,7 @@ MERGE_ORDER: tuple[str, ...] = (
 # which a created directive copies unchanged, so they never need pinning.
 _URL_DIRECTIVES: tuple[str, ...] = (
     *dict.fromkeys(
-        directive for kind, directive in KIND_DIRECTIVES.items() if kind not in ("wasm", "eval")
+        directive for kind, directive in KIND_DIRECTIVES.items() if kind not in COMPILE_KINDS
     ),
     "manifest-src",
     "object-src",
@@ -112,5 +112,13 @@ def merge_policies(
     policies = parse_policy_list(header_value)
     if not policies:
         return header_value
+    return merge_policy_list(policies, features, allow_unsafe_eval=allow_unsafe_eval)
+
+
+def merge_policy_list(
+    policies: Iterable[Policy], features: Sequence[str], *, allow_unsafe_eval: bool = False
+) -> str:
+    """merge_policies for a value already parsed (the addon parses it to see whether it holds a
+    policy at all), serialized as a header value."""
     needs = needed_sources(features, allow_unsafe_eval=allow_unsafe_eval)
     return serialize_policy_list(merge_policy(policy, needs) for policy in policies)
