@@ -25,7 +25,7 @@ from typing import Any
 
 from . import __version__, deploy
 from .allowlist import Allowlist, App, load_allowlist
-from .cli_support import HelpFormatter, print_error, typed
+from .cli_support import HelpFormatter, add_command, print_error, typed
 from .client_policy import ClientPolicy
 from .csp_cli import add_csp_commands
 from .errors import ConfigError, Problem
@@ -95,10 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser(
+    validate = add_command(
+        commands,
         "validate",
-        help="check an allowlist exactly as the proxy would",
-        formatter_class=HelpFormatter,
+        summary="check an allowlist exactly as the proxy would",
         description=(
             "Check an allowlist and the ranges file it names exactly as the proxy does at start\n"
             "and on reload, with the same messages (file, line and field). Every problem goes\n"
@@ -115,10 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(validate)
     validate.set_defaults(handler=_validate)
 
-    headers = commands.add_parser(
+    headers = add_command(
+        commands,
         "headers",
-        help="print the exact header lines the proxy sends",
-        formatter_class=HelpFormatter,
+        summary="print the exact header lines the proxy sends",
         description=(
             "Print the header lines the proxy adds to every request bound for Chime, byte for\n"
             "byte (HTTP/2 sends the same values under lowercase names): those of the top-level\n"
@@ -136,10 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(headers)
     headers.set_defaults(handler=_headers)
 
-    explain = commands.add_parser(
+    explain = add_command(
+        commands,
         "explain",
-        help="say whether Chime accepts a meeting session, and by which rule",
-        formatter_class=HelpFormatter,
+        summary="say whether Chime accepts a meeting session, and by which rule",
         description=(
             "Say whether Chime accepts or refuses (403) a meeting session created by the app\n"
             "with AppKey KEY and TenantIds ID..., given the headers the proxy sends, and which\n"
@@ -190,19 +190,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(handler=_explain, parser=explain)
 
-    ranges = commands.add_parser(
+    ranges = add_command(
+        commands,
         "ranges",
-        help="look up addresses in, or update, the Chime ranges",
-        formatter_class=HelpFormatter,
+        summary="look up addresses in, or update, the Chime ranges",
         description="Look up addresses in the Chime ranges, or update the ranges snapshot.",
         epilog="See `chime-egress ranges lookup --help` and `chime-egress ranges update --help`.",
     )
     ranges_commands = ranges.add_subparsers(dest="ranges_command", required=True, metavar="COMMAND")
 
-    lookup = ranges_commands.add_parser(
+    lookup = add_command(
+        ranges_commands,
         "lookup",
-        help="the prefix, service and region matching each address",
-        formatter_class=HelpFormatter,
+        summary="the prefix, service and region matching each address",
         description=(
             "For each address, the prefix that makes it a Chime destination for the proxy, with\n"
             "its service and region, or 'not a Chime destination'. IPv4, IPv6 and IPv4-mapped\n"
@@ -218,10 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("items", nargs="+", metavar="ADDRESS ... [CONFIG]", help="addresses")
     lookup.set_defaults(handler=_ranges_lookup)
 
-    update = ranges_commands.add_parser(
+    update = add_command(
+        ranges_commands,
         "update",
-        help="rewrite the ranges snapshot from an AWS ip-ranges.json",
-        formatter_class=HelpFormatter,
+        summary="rewrite the ranges snapshot from an AWS ip-ranges.json",
         description=(
             "Read an AWS ip-ranges.json (a file, or an http(s) URL such as\n"
             "https://ip-ranges.amazonaws.com/ip-ranges.json), keep the entries of the\n"
@@ -254,10 +254,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(update)
     update.set_defaults(handler=_ranges_update)
 
-    pac = commands.add_parser(
+    pac = add_command(
+        commands,
         "pac",
-        help="print a proxy auto-config (PAC) file sending only Chime traffic to the proxy",
-        formatter_class=HelpFormatter,
+        summary="print a proxy auto-config (PAC) file sending only Chime traffic to the proxy",
         description=(
             "Print a PAC file that sends requests for the proxy's Chime destinations to the\n"
             "proxy and everything else DIRECT: host names matching --host (*.chime.aws by\n"
@@ -290,10 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(pac)
     pac.set_defaults(handler=_pac)
 
-    firewall = commands.add_parser(
+    firewall = add_command(
+        commands,
         "firewall",
-        help="print firewall rules redirecting Chime traffic to a transparent proxy",
-        formatter_class=HelpFormatter,
+        summary="print firewall rules redirecting Chime traffic to a transparent proxy",
         description=(
             "Print an nftables script that redirects TCP connections (ports 80 and 443 by\n"
             "default) bound for the proxy's Chime destinations, IPv4 and IPv6, to a local port\n"
@@ -346,10 +346,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(firewall)
     firewall.set_defaults(handler=_firewall, parser=firewall)
 
-    health = commands.add_parser(
+    health = add_command(
+        commands,
         "health",
-        help="check that a running proxy answers (for container health checks)",
-        formatter_class=HelpFormatter,
+        summary="check that a running proxy answers (for container health checks)",
         description=(
             "Connect to the proxy and send it a request it must answer itself (no Host header,\n"
             "no destination): mitmproxy replies 400 from its own event loop. Healthy when the\n"
@@ -376,10 +376,10 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     health.set_defaults(handler=_health)
 
-    observed = commands.add_parser(
+    observed = add_command(
+        commands,
         "observed",
-        help="sum up what observe mode saw, per Chime host name, from the JSON log",
-        formatter_class=HelpFormatter,
+        summary="sum up what observe mode saw, per Chime host name, from the JSON log",
         description=(
             "Read the proxy's JSON log lines (written with --set chime_log_json=FILE) and sum\n"
             "up its Chime connections per TLS server name (else destination address): observed\n"
@@ -456,11 +456,14 @@ def _report_problems(what: Path | str, problems: Sequence[Problem], refusal: str
         print_error(str(problem))
 
 
+_PROXY_REFUSES = "invalid configuration; the proxy would refuse it"
+
+
 def _load_policy(config: Path) -> Policy | None:
     try:
         return load_policy(config)
     except ConfigError as error:
-        _report_problems(config, error.problems, "invalid configuration; the proxy would refuse it")
+        _report_problems(config, error.problems, _PROXY_REFUSES)
         return None
 
 
@@ -506,7 +509,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(config)
     except ConfigError as error:
-        _report_problems(config, error.problems, "invalid configuration; the proxy would refuse it")
+        _report_problems(config, error.problems, _PROXY_REFUSES)
         if args.format == "json":
             _print_json(
                 {

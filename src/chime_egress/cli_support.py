@@ -14,6 +14,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the hand-wrapped descriptions and exit-code tables as written."""
 
 
+def add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """A subcommand: `summary` in its parent's command list, and a --help that keeps the
+    hand-wrapped `description` and `epilog` (the exit codes) as written."""
+    return commands.add_parser(
+        name, help=summary, formatter_class=HelpFormatter, description=description, epilog=epilog
+    )
+
+
 def print_error(message: str) -> None:
     print(message, file=sys.stderr)
 

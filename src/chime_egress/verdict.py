@@ -116,20 +116,20 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-class InvalidSession(ValueError):
+class _Problems(ValueError):
+    """Every problem found, one message each; str() is all of them, a line each."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InvalidSession(_Problems):
     """The session described cannot exist in Chime (an impossible AppKey or TenantIds)."""
 
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems: tuple[str, ...] = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
-
-class MalformedHeader(ValueError):
+class MalformedHeader(_Problems):
     """A header value outside the grammar; every problem is listed, naming the header."""
-
-    def __init__(self, problems: Iterable[str]) -> None:
-        self.problems: tuple[str, ...] = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

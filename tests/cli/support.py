@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,6 +17,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 AWS = DATA / "aws-ip-ranges.json"
 HISTORY_OLD = DATA / "history" / "ip-ranges-2020-06-19-14-09-13.json"  # three /24s
 HISTORY_NEW = DATA / "history" / "ip-ranges-2020-06-19-14-29-12.json"  # one /18 GLOBAL
+SHIPPED_ALLOWLIST = ROOT / "config" / "allowlist.yaml"
 SHIPPED_RANGES = ROOT / "config" / "chime-ip-ranges.json"
 
 # The console script of the environment running the tests: the command a user would type.
@@ -39,3 +44,23 @@ def write_allowlist(folder: Path, text: str, name: str = "allowlist.yaml") -> Pa
     path = folder / name
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
     return path
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], code: int, message: str) -> None:
+    """The command failed with exit `code`, said `message` on stderr and printed nothing."""
+    assert result.returncode == code
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+@contextmanager
+def serving(server: http.server.HTTPServer) -> Iterator[str]:
+    """`server`, bound to 127.0.0.1, answering on a thread for the duration; yields its base URL."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -17,9 +17,8 @@ import pytest
 
 from chime_egress.policy import load_policy
 
-from .support import ROOT, run, write_allowlist
+from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
 
-SHIPPED = ROOT / "config" / "allowlist.yaml"
 NFT = shutil.which("nft") or next(
     (str(p) for p in (Path("/usr/sbin/nft"), Path("/sbin/nft")) if p.exists()), None
 )
@@ -54,7 +53,7 @@ def elements(script: str, name: str) -> list[str]:
 
 
 def test_shipped_config_structure() -> None:
-    script = generate("--format", "nftables", "--proxy-port", "8080", SHIPPED)
+    script = generate("--format", "nftables", "--proxy-port", "8080", SHIPPED_ALLOWLIST)
     lines = script.splitlines()
     assert lines[0] == "#!/usr/sbin/nft -f"
     # Idempotent: create-if-missing, delete, recreate; only this table is touched.
@@ -114,7 +113,7 @@ def test_ports_interface_and_output_hook() -> None:
         "10001",
         "--interface",
         "eth0",
-        SHIPPED,
+        SHIPPED_ALLOWLIST,
     )
     assert "type nat hook output priority -100; policy accept;" in script
     assert rules(script) == [
@@ -138,18 +137,12 @@ def test_ports_interface_and_output_hook() -> None:
     ],
 )
 def test_bad_command_lines(args: list[str], message: str) -> None:
-    result = run("firewall", *args, SHIPPED)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert result.stdout == ""
+    assert_refused(run("firewall", *args, SHIPPED_ALLOWLIST), 2, message)
 
 
 def test_invalid_allowlist(tmp_path: Path) -> None:
     config = write_allowlist(tmp_path, "apps: []\n")
-    result = run("firewall", "--proxy-port", "8080", config)
-    assert result.returncode == 1
-    assert "invalid configuration" in result.stderr
-    assert result.stdout == ""
+    assert_refused(run("firewall", "--proxy-port", "8080", config), 1, "invalid configuration")
 
 
 @needs_nft
@@ -164,7 +157,7 @@ def test_invalid_allowlist(tmp_path: Path) -> None:
     ids=["default", "443-only", "output-hook", "interface"],
 )
 def test_nft_accepts_it(tmp_path: Path, args: list[str]) -> None:
-    script = generate("--proxy-port", "8080", *args, SHIPPED)
+    script = generate("--proxy-port", "8080", *args, SHIPPED_ALLOWLIST)
     checked = nft_check(script, tmp_path)
     assert checked.returncode == 0, checked.stderr
 
@@ -190,7 +183,7 @@ def test_nft_accepts_overlapping_and_single_family_configs(tmp_path: Path) -> No
 @needs_nft
 def test_nft_check_rejects_a_broken_script(tmp_path: Path) -> None:
     # The check above is a real check: nft refuses overlapping intervals, which collapsing avoids.
-    script = generate("--proxy-port", "8080", SHIPPED).replace(
+    script = generate("--proxy-port", "8080", SHIPPED_ALLOWLIST).replace(
         "{ 99.77.128.0/18 }", "{ 99.77.128.0/18, 99.77.130.0/24 }"
     )
     checked = nft_check(script, tmp_path)

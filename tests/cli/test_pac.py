@@ -20,10 +20,9 @@ import pytest
 
 from chime_egress.policy import load_policy
 
-from .support import ROOT, run, write_allowlist
+from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
 
 PROXY = "PROXY 127.0.0.1:3128"
-SHIPPED = ROOT / "config" / "allowlist.yaml"
 
 # Names the stub resolver knows; every other name resolves to nothing.
 STUB_DNS = {
@@ -77,7 +76,7 @@ def generate(*args: str | Path) -> str:
 
 @pytest.fixture(scope="module")
 def shipped_pac() -> str:
-    return generate("--proxy", "127.0.0.1:3128", SHIPPED)
+    return generate("--proxy", "127.0.0.1:3128", SHIPPED_ALLOWLIST)
 
 
 # The shipped ranges: 99.77.128.0/18 and 2600:f0f0:4100::/40.
@@ -231,7 +230,7 @@ def test_several_proxies_and_hosts(tmp_path: Path) -> None:
         "*.chime.aws",
         "--host",
         "Meetings.Example.TEST",
-        SHIPPED,
+        SHIPPED_ALLOWLIST,
     )
     expected = "PROXY proxy-a.example.test:8080; PROXY [2001:db8::5]:3128"
     with pac_engine(pac) as engine:
@@ -286,15 +285,9 @@ def test_ipv4_only_config(tmp_path: Path) -> None:
     ],
 )
 def test_bad_command_lines(args: list[str], message: str) -> None:
-    result = run("pac", *args, SHIPPED)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert result.stdout == ""
+    assert_refused(run("pac", *args, SHIPPED_ALLOWLIST), 2, message)
 
 
 def test_invalid_allowlist(tmp_path: Path) -> None:
     config = write_allowlist(tmp_path, "apps: []\n")
-    result = run("pac", "--proxy", "127.0.0.1:3128", config)
-    assert result.returncode == 1
-    assert "invalid configuration" in result.stderr
-    assert result.stdout == ""
+    assert_refused(run("pac", "--proxy", "127.0.0.1:3128", config), 1, "invalid configuration")

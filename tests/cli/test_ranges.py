@@ -5,7 +5,6 @@ import http.server
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .support import (
     HISTORY_OLD,
     SHIPPED_RANGES,
     run,
+    serving,
     write_allowlist,
 )
 
@@ -359,15 +359,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def data_server() -> Iterator[str]:
     """An HTTP server on 127.0.0.1 (only) serving ../shared/data; yields its base URL."""
     handler = functools.partial(_QuietHandler, directory=str(DATA))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
 
 
 def test_update_from_a_url(tmp_path, data_server):
