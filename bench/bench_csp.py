@@ -14,6 +14,7 @@ mitmdump itself spends 2,000-3,000 µs of CPU per proxied request (BENCHMARKS.md
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import secrets
 import statistics
@@ -24,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+
+from benchlib import print_provenance  # noqa: E402
 
 from chime_egress.csp_settings import build_settings, plan_headers, rewritten_policy  # noqa: E402
 
@@ -76,7 +79,10 @@ def main() -> int:
             rewritten_policy.cache_clear()
             call()  # warm: the first call of a case fills the cache
             results[name].append(mean_microseconds(call, args.responses))
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}")
+    print_provenance(
+        f"nproc {len(os.sched_getaffinity(0))}, {platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )
     print(f"{args.repeats} repeats of {args.responses} responses; median µs per response:")
     medians = {name: statistics.median(values) for name, values in results.items()}
     for name, value in medians.items():

@@ -26,13 +26,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import ssl
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from bench_proxy import (  # noqa: E402
     OTHER_HOST,
     TENANTS,
 )
-from benchlib import code_version  # noqa: E402
+from benchlib import print_provenance  # noqa: E402
 from mitmproxy import connection, hooks, http  # noqa: E402
 from mitmproxy.addons.modifyheaders import ModifyHeaders  # noqa: E402
 from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer  # noqa: E402
@@ -238,21 +239,17 @@ async def main_async(args: argparse.Namespace) -> int:
                     check(items, passthrough, name)
 
     medians = {key: statistics.median(values) * 1e6 for key, values in results.items()}
-    print(
-        f"machine: nproc {len(__import__('os').sched_getaffinity(0))}, Python "
-        f"{platform.python_version()}, mitmproxy {mitmproxy.version.VERSION}"
+    print_provenance(
+        f"nproc {len(os.sched_getaffinity(0))}, Python {platform.python_version()}, "
+        f"mitmproxy {mitmproxy.version.VERSION}"
     )
-    print(f"date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
-    print(f"code: {code_version()}")
-    print(f"command: python {' '.join(sys.argv)}")
     print(
         f"median of {args.repeats} x mean of {args.count:,} calls (connections: "
         f"{max(1, args.count // 10):,}); dispatch cost subtracted\n"
     )
     print("per intercepted request (requestheaders, request, responseheaders, response):")
     dispatch = medians["request/dispatch"]
-    for key in ("chime", "modify-2", "modify-0"):
-        print(f"  {key:10} {medians['request/' + key] - dispatch:6.2f} µs")
+    print_costs(medians, "request", ("chime", "modify-2", "modify-0"), 10)
     extra = (
         medians["request/chime"]
         + medians["request/modify-0"]
@@ -265,10 +262,17 @@ async def main_async(args: argparse.Namespace) -> int:
         f" copy of the request headers: {dispatch:.2f} µs)"
     )
     print("per connection (http_connect + next_layer):")
-    dispatch = medians["connection/dispatch"]
-    for key in ("chime/passthrough", "chime/intercept", "builtin/ignore"):
-        print(f"  {key:18} {medians['connection/' + key] - dispatch:6.2f} µs")
+    print_costs(
+        medians, "connection", ("chime/passthrough", "chime/intercept", "builtin/ignore"), 18
+    )
     return 0
+
+
+def print_costs(medians: dict[str, float], group: str, keys: Sequence[str], width: int) -> None:
+    """Each case of `group` in µs, less the group's dispatch baseline."""
+    for key in keys:
+        cost = medians[f"{group}/{key}"] - medians[f"{group}/dispatch"]
+        print(f"  {key:{width}} {cost:6.2f} µs")
 
 
 def main() -> int:

@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import print_provenance  # noqa: E402
+
 from tests.support.clients import open_tunnel, websocket  # noqa: E402
 from tests.support.config import App, write_config  # noqa: E402
 from tests.support.proxy import ProxyLauncher  # noqa: E402
@@ -138,6 +140,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print_provenance(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
         ca = TestCA.create(root / "ca")
@@ -185,7 +188,6 @@ def main() -> int:
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
     size = args.megabytes * 1024 * 1024
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"rounds: {args.rounds}, bulk {args.megabytes} MiB, {args.messages} WebSocket echoes")
     per_cpu: dict[str, float] = {}
     for label in ("bulk passed through", "bulk decrypted", "bulk observed"):

@@ -63,7 +63,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import shutil
 import signal
 import socket
@@ -79,7 +78,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.support: the test suite's own throwaway CA
 
-from benchlib import code_version  # noqa: E402
+from benchlib import display_command, print_provenance  # noqa: E402
 
 from tests.support.tls import TestCA  # noqa: E402
 
@@ -388,10 +387,6 @@ def mitmdump_command(config: Config, port: int, confdir: Path, ca: Path) -> list
     ]
 
 
-def display_command(command: list[str]) -> str:
-    return " ".join(shlex.quote(part) for part in command)
-
-
 def cpu_ticks(pid: int) -> int:
     """utime + stime of a process (and its waited-for children), in clock ticks."""
     try:
@@ -610,10 +605,7 @@ def ratio_report(slices: list[Slice], left: str, right: str) -> tuple[str, float
 async def bench(args: argparse.Namespace) -> int:
     started = datetime.datetime.now().astimezone()
     run_start = time.monotonic()
-    print(f"machine: {machine()}")
-    print(f"date: {started.isoformat(timespec='seconds')}")
-    print(f"code: {code_version()}")
-    print(f"command: {display_command([Path(sys.executable).name, *sys.argv])}")
+    print_provenance(machine(), started)
     if not args.instructions:
         print(
             f"load: {args.connections} keep-alive connections per configuration, HTTP/1.1 GET, "

@@ -3,7 +3,8 @@
 Every prefix of the file counts as Chime (`services=None`), which is the worst case for the
 table: about 10,700 IPv4 and 6,200 IPv6 prefixes instead of the few hundred CHIME_MEETINGS ones.
 
-    python bench/bench_ranges.py [--ranges PATH] [--seconds N] [--loads N] [--profile]
+    python bench/bench_ranges.py [--ranges PATH] [--seconds N] [--repeats N] [--loads N]
+                                 [--no-collect] [--profile]
 
 Figures (all with time.perf_counter, medians over repetitions, no timed asserts):
   repeated  the same 64 addresses (inside and outside prefixes, IPv4 and IPv6) cycled: the cache
@@ -22,6 +23,7 @@ import gc
 import io
 import ipaddress
 import json
+import os
 import platform
 import pstats
 import random
@@ -34,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from benchlib import code_version  # noqa: E402
+from benchlib import print_provenance  # noqa: E402
 
 from chime_egress.ranges import PrefixTable, load_aws_ranges, parse_aws_ranges  # noqa: E402
 
@@ -128,14 +130,10 @@ def main() -> int:
 
     import mitmproxy.version
 
-    print(
-        f"machine: nproc {len(__import__('os').sched_getaffinity(0))}, "
-        f"Python {platform.python_version()}, mitmproxy {mitmproxy.version.VERSION}, "
-        f"{platform.platform()}"
+    print_provenance(
+        f"nproc {len(os.sched_getaffinity(0))}, Python {platform.python_version()}, "
+        f"mitmproxy {mitmproxy.version.VERSION}, {platform.platform()}"
     )
-    print(f"date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
-    print(f"code: {code_version()}")
-    print(f"command: python {' '.join(sys.argv)}")
     print(f"file: {args.ranges} ({args.ranges.stat().st_size:,} bytes)")
 
     load_times = []
@@ -201,7 +199,7 @@ def main() -> int:
     print(
         "  phases (medians): "
         + ", ".join(f"{name} {statistics.median(v) * 1000:.1f} ms" for name, v in phases.items())
-        + "  (entries: checking each entry, ipaddress.ip_network, Prefix objects; "
+        + "  (entries: checking each entry, building its network and Prefix object; "
         "table: PrefixTable indexing)"
     )
 

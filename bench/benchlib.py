@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,3 +34,16 @@ def code_version() -> str:
     return f"commit {commit}" + (
         f" + uncommitted changes in {', '.join(changed)}" if changed else ""
     )
+
+
+def display_command(command: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def print_provenance(machine: str, started: datetime.datetime | None = None) -> None:
+    """The lines every benchmark prints first: where, when, which code, and how to run it again."""
+    started = started or datetime.datetime.now().astimezone()
+    print(f"machine: {machine}")
+    print(f"date: {started.isoformat(timespec='seconds')}")
+    print(f"code: {code_version()}")
+    print(f"command: {display_command([Path(sys.executable).name, *sys.argv])}")
