@@ -5,7 +5,8 @@
 bench_proxy.py measures whole requests through mitmdump (about 2 ms of mitmdump CPU per
 intercepted request), where a few microseconds of addon work vanish in the machine's noise. This
 script times the hooks alone, dispatched the way mitmproxy dispatches them
-(`AddonManager.invoke_addon`), with the root logger at DEBUG as mitmdump sets it:
+(`AddonManager.invoke_addon`), with the root logger at DEBUG as mitmdump sets it and the
+addon's logger at INFO, as the addon sets it under mitmdump's default termlog_verbosity:
 
 per intercepted HTTP/1.1 request (hooks requestheaders, request, responseheaders, response):
   chime      this addon (connection already judged Chime), which strips and adds the headers
@@ -140,6 +141,9 @@ async def main_async(args: argparse.Namespace) -> int:
         manager = tctx.master.addons
         manager.add(chime, modify2, builtin)
         tctx.configure(chime, chime_allowlist=str(allowlist))
+        # Under mitmdump the addon follows termlog_verbosity (default "info"), so a passed-through
+        # connection builds no DEBUG record; this context has no termlog, so set what it would.
+        logging.getLogger("chime_egress").setLevel(logging.INFO)
         tctx.configure(modify2, modify_headers=list(MODIFY_HEADERS))
         # The addon stays loaded and configured but leaves the chain, so that ignore_hosts can be
         # switched on for the built-in NextLayer (the addon rightly refuses that option).
