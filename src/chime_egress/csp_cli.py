@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from . import __version__
-from .cli_support import HelpFormatter, print_error, typed
+from .cli_support import add_command, print_error, typed
 from .csp import (
     FEATURES,
     SAMPLE_ORIGIN,
@@ -61,10 +61,10 @@ def _origin(text: str) -> str:
 
 def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `csp generate`, `csp check` and `csp merge` to the chime-egress command line."""
-    csp = commands.add_parser(
+    csp = add_command(
+        commands,
         "csp",
-        help="generate, check or merge a web page's Content Security Policy for the Chime SDK",
-        formatter_class=HelpFormatter,
+        summary="generate, check or merge a web page's Content Security Policy for the Chime SDK",
         description=(
             "Content Security Policy for web apps using the Amazon Chime SDK for JavaScript,\n"
             "by the CSP Level 3 rules browsers follow. Features:\n"
@@ -75,10 +75,10 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     csp_commands = csp.add_subparsers(dest="csp_command", required=True, metavar="COMMAND")
 
-    generate = csp_commands.add_parser(
+    generate = add_command(
+        csp_commands,
         "generate",
-        help="print a policy allowing the chosen features",
-        formatter_class=HelpFormatter,
+        summary="print a policy allowing the chosen features",
         description=(
             "Print the smallest policy allowing the chosen features on top of\n"
             "default-src 'self' (the app's own resources stay allowed; everything else is\n"
@@ -98,10 +98,10 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     generate.set_defaults(handler=_generate, parser=generate)
 
-    check = csp_commands.add_parser(
+    check = add_command(
+        csp_commands,
         "check",
-        help="say whether a policy lets each feature work, and what is wrong with it",
-        formatter_class=HelpFormatter,
+        summary="say whether a policy lets each feature work, and what is wrong with it",
         description=(
             "For each feature: allowed, or blocked with the directive and a request the SDK\n"
             "makes that the policy blocks. Then the policy's mistakes that browsers accept\n"
@@ -133,10 +133,10 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check, parser=check)
 
-    merge = csp_commands.add_parser(
+    merge = add_command(
+        csp_commands,
         "merge",
-        help="add the features' needs to existing policies without loosening anything else",
-        formatter_class=HelpFormatter,
+        summary="add the features' needs to existing policies without loosening anything else",
         description=(
             "Print each given policy (header value) with what the features need added:\n"
             "a directive present is extended ('none' is replaced); a missing one whose\n"

@@ -54,12 +54,13 @@ def assert_refused(result: subprocess.CompletedProcess[str], code: int, message:
 
 
 @contextmanager
-def serving(server: http.server.HTTPServer) -> Iterator[str]:
-    """`server`, bound to 127.0.0.1, answering on a thread for the duration; yields its base URL."""
+def serving(server: http.server.HTTPServer, scheme: str = "http") -> Iterator[str]:
+    """`server`, bound to 127.0.0.1, answering on a thread for the duration; yields its base URL
+    (`scheme` "https" when its socket was wrapped in TLS)."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from chime_egress.csp import FEATURES, generate_policy, merge_policies
 from tests.support.tls import TestCA
 
-from .support import run
+from .support import run, serving
 
 ALL = ",".join(FEATURES)
 SEED = "connect-src '*.chime.aws'"
@@ -148,15 +147,8 @@ class _App(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def app() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _App)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _App)) as url:
+        yield url
 
 
 def test_check_url_reads_every_policy_of_the_response(app):
@@ -181,14 +173,8 @@ def tls_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     server.socket = (
         ca.issue(["127.0.0.1"]).server_context(alpn=()).wrap_socket(server.socket, server_side=True)
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", ca.cert_path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(server, "https") as url:
+        yield url, ca.cert_path
 
 
 def test_check_https_url_with_the_servers_ca(tls_app):
