@@ -32,7 +32,7 @@ class FailClosed:
 
 
 try:
-    from chime_egress.csp_addon import ChimeCsp
+    from chime_egress.csp.addon import ChimeCsp
 except Exception as import_error:  # any failure here must fail closed
     logging.getLogger("chime_egress").critical("chime-csp: cannot load the addon: %r", import_error)
     addons: list[object] = [FailClosed(f"chime_csp could not load: {import_error!r}")]

@@ -31,7 +31,7 @@ class FailClosed:
 
 
 try:
-    from chime_egress.egress_addon import ChimeHeaders
+    from chime_egress.proxy.addon import ChimeHeaders
 except Exception as import_error:  # any failure here must fail closed
     logging.getLogger("chime_egress").critical("chime: cannot load the addon: %r", import_error)
     addons: list[object] = [FailClosed(f"chime_headers could not load: {import_error!r}")]

@@ -2,7 +2,7 @@
 
     python bench/bench_csp.py [--responses N] [--repeats N]
 
-plan_headers (csp_settings.py) runs once per HTML response of a configured host. The cases:
+plan_headers (csp/settings.py) runs once per HTML response of a configured host. The cases:
   repeated   the app sends the same policy on every page (the usual case): the rewrite is cached
              (and, for comparison, the same with the cache cleared before each response)
   nonce      the policy carries a fresh nonce on every page: every rewrite is a cache miss
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from benchlib import print_provenance  # noqa: E402
 
-from chime_egress.csp_settings import build_settings, plan_headers, rewritten_policy  # noqa: E402
+from chime_egress.csp.settings import build_settings, plan_headers, rewritten_policy  # noqa: E402
 
 APP_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.example; "

@@ -66,7 +66,7 @@ from mitmproxy.proxy.layers.http._hooks import (  # noqa: E402
 )
 from mitmproxy.test import taddons, tflow, tutils  # noqa: E402
 
-from chime_egress.egress_addon import ChimeHeaders  # noqa: E402
+from chime_egress.proxy.addon import ChimeHeaders  # noqa: E402
 
 
 def request_hooks(host: str) -> tuple[http.HTTPFlow, list[hooks.Hook]]:

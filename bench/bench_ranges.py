@@ -38,9 +38,11 @@ sys.path.insert(0, str(REPO / "src"))
 
 from benchlib import print_provenance  # noqa: E402
 
-from chime_egress.ranges import PrefixTable, load_aws_ranges, parse_aws_ranges  # noqa: E402
+sys.path.insert(0, str(REPO))
+from chime_egress.policy.ranges import PrefixTable, load_aws_ranges, parse_aws_ranges  # noqa: E402
+from tests.support.data import data_file  # noqa: E402
 
-DEFAULT_RANGES = REPO.parent / "shared" / "data" / "aws-ip-ranges.json"
+DEFAULT_RANGES = data_file("aws-ip-ranges.json")
 GOAL_REPEATED = 1_000_000
 GOAL_LOAD_MS = 200.0
 

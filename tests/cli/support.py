@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.data import unpacked_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-AWS = DATA / "aws-ip-ranges.json"
-HISTORY_OLD = DATA / "history" / "ip-ranges-2020-06-19-14-09-13.json"  # three /24s
-HISTORY_NEW = DATA / "history" / "ip-ranges-2020-06-19-14-29-12.json"  # one /18 GLOBAL
+DATA = unpacked_dir()  # the unpacked files, in the layout of tests/data
 SHIPPED_ALLOWLIST = ROOT / "config" / "allowlist.yaml"
 SHIPPED_RANGES = ROOT / "config" / "chime-ip-ranges.json"
 

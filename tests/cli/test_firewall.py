@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chime_egress.policy import load_policy
+from chime_egress.policy.compiled import load_policy
 
 from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
 

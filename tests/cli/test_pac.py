@@ -18,7 +18,7 @@ from pathlib import Path
 import pacparser  # type: ignore[import-untyped]
 import pytest
 
-from chime_egress.policy import load_policy
+from chime_egress.policy.compiled import load_policy
 
 from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from chime_egress.policy import load_policy
-from chime_egress.ranges import load_aws_ranges
+from chime_egress.policy.compiled import load_policy
+from chime_egress.policy.ranges import load_aws_ranges
+from tests.support.data import AWS_RANGES as AWS
+from tests.support.data import HISTORY_NEW, HISTORY_OLD
 
 from .support import (
-    AWS,
     DATA,
-    HISTORY_NEW,
-    HISTORY_OLD,
     SHIPPED_RANGES,
     run,
     serving,
@@ -357,7 +356,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def data_server() -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 (only) serving ../shared/data; yields its base URL."""
+    """An HTTP server on 127.0.0.1 (only) serving the unpacked tests/data; yields its base URL."""
     handler = functools.partial(_QuietHandler, directory=str(DATA))
     with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
         yield url

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from chime_egress.errors import ConfigError
-from chime_egress.policy import load_policy
+from chime_egress.policy.compiled import load_policy
 
 from .support import COMMAND, ROOT, run, write_allowlist
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chime_egress.policy import load_policy
+from chime_egress.policy.compiled import load_policy
 from tests.support.asserts import assert_chime_headers, assert_no_chime_headers_added
 from tests.support.clients import curl
 from tests.support.proxy import ADDON_SCRIPT, MITMDUMP, MitmdumpProcess, clean_env

@@ -438,7 +438,9 @@ def test_addon_that_cannot_be_imported_stops_start_up(mitm_confdir: Path, tmp_pa
     package = checkout / "src" / "chime_egress"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "csp_addon.py").write_text("import module_that_is_not_installed\n")
+    (package / "csp").mkdir()
+    (package / "csp" / "__init__.py").write_text("")
+    (package / "csp" / "addon.py").write_text("import module_that_is_not_installed\n")
     rc, output = run_expect_failure(
         confdir=mitm_confdir,
         script=checkout / "addon" / "chime_csp.py",

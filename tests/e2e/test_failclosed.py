@@ -47,7 +47,9 @@ def test_addon_that_cannot_be_imported_stops_start_up(
     package = checkout / "src" / "chime_egress"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "egress_addon.py").write_text("import yaml_that_is_not_installed\n")
+    (package / "proxy").mkdir()
+    (package / "proxy" / "__init__.py").write_text("")
+    (package / "proxy" / "addon.py").write_text("import yaml_that_is_not_installed\n")
     rc, output = run_expect_failure(
         confdir=mitm_confdir,
         script=checkout / "addon" / "chime_headers.py",

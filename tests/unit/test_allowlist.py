@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from chime_egress.allowlist import parse_allowlist
 from chime_egress.errors import ConfigError
-from chime_egress.policy import load_policy
+from chime_egress.policy.allowlist import parse_allowlist
+from chime_egress.policy.compiled import load_policy
 
 GOOD = """\
 apps:

@@ -15,9 +15,9 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from chime_egress.csp import generate_policy, merge_policies, request_allowed
-from chime_egress.csp_addon import ChimeCsp
-from chime_egress.csp_reports import MAX_REPORT_BYTES, ReportError, parse_reports
-from chime_egress.csp_settings import (
+from chime_egress.csp.addon import ChimeCsp
+from chime_egress.csp.reports import MAX_REPORT_BYTES, ReportError, parse_reports
+from chime_egress.csp.settings import (
     CSP,
     CSP_REPORT_ONLY,
     REPORTING_ENDPOINTS,

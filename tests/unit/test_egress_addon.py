@@ -11,8 +11,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from chime_egress.egress_addon import ChimeHeaders
-from chime_egress.ranges import is_chime_name
+from chime_egress.policy.ranges import is_chime_name
+from chime_egress.proxy.addon import ChimeHeaders
 
 ALLOWLIST = """\
 apps:

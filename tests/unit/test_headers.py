@@ -2,7 +2,7 @@
 
 import pytest
 
-from chime_egress.headers import (
+from chime_egress.policy.headers import (
     MAX_HEADER_LINE_BYTES,
     ChimeHeaders,
     build_headers,

@@ -1,6 +1,6 @@
 import pytest
 
-from chime_egress.identifiers import app_key_problem, tenant_id_problem
+from chime_egress.policy.identifiers import app_key_problem, tenant_id_problem
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chime_egress.media import (
+from chime_egress.policy.media import (
     DEFAULT_MEDIA_HOSTS,
     MediaHosts,
     announced_protocols,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chime_egress.allowlist import Allowlist, parse_allowlist
-from chime_egress.client_policy import compile_client_policies
 from chime_egress.errors import ConfigError
+from chime_egress.policy.allowlist import Allowlist, parse_allowlist
+from chime_egress.policy.client_policy import compile_client_policies
 
 PATH = Path("/etc/chime/allowlist.yaml")
 

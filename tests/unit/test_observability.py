@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from chime_egress.allowlist import App, parse_allowlist
-from chime_egress.client_policy import compile_client_policies, compile_client_policy
-from chime_egress.diagnostics import refusal_hint
-from chime_egress.jsonlog import JsonLineFormatter, fields, open_json_log, parse_json_log_target
-from chime_egress.metrics import (
+from chime_egress.policy.allowlist import App, parse_allowlist
+from chime_egress.policy.client_policy import compile_client_policies, compile_client_policy
+from chime_egress.policy.diagnostics import refusal_hint
+from chime_egress.proxy.jsonlog import (
+    JsonLineFormatter,
+    fields,
+    open_json_log,
+    parse_json_log_target,
+)
+from chime_egress.proxy.metrics import (
     INTERCEPTED,
     MAX_403_HOSTS,
     Metrics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chime_egress.observed import summarize
+from chime_egress.cli.observed import summarize
 
 
 def line(event: str, **fields: object) -> str:

@@ -1,26 +1,23 @@
-"""Range loading and matching, on the real AWS files in ../shared/data."""
+"""Range loading and matching, on the real AWS files in tests/data."""
 
 import ipaddress
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chime_egress.errors import ConfigError
-from chime_egress.ranges import (
+from chime_egress.policy.ranges import (
     Prefix,
     PrefixTable,
     load_aws_ranges,
     parse_address,
     parse_aws_ranges,
 )
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-AWS = DATA / "aws-ip-ranges.json"
-OLD = DATA / "history" / "ip-ranges-2020-06-19-14-09-13.json"
-NEW = DATA / "history" / "ip-ranges-2020-06-19-14-29-12.json"
+from tests.support.data import AWS_RANGES as AWS
+from tests.support.data import HISTORY_NEW as NEW
+from tests.support.data import HISTORY_OLD as OLD
 
 
 def table_of(*cidrs: str) -> PrefixTable:

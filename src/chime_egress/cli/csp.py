@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from . import __version__
-from .cli_support import add_command, print_error, typed
-from .csp import (
+from .. import __version__
+from ..csp import (
     FEATURES,
     SAMPLE_ORIGIN,
     CheckReport,
@@ -29,7 +28,8 @@ from .csp import (
     needed_sources,
     parse_features,
 )
-from .csp.matching import parse_origin
+from ..csp.matching import parse_origin
+from .support import add_command, print_error, typed
 
 EXIT_OK = 0
 EXIT_BLOCKED = 1

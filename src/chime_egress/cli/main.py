@@ -3,7 +3,7 @@
 Every answer comes from the proxy's own modules: an allowlist is checked by load_policy (so the
 messages are the proxy's, word for word), headers come from the compiled Policy, addresses are
 matched by its PrefixTable, and a ranges update selects entries with the parser that later loads
-them; the PAC file and firewall rules list the PrefixTable's own prefixes (deploy.py). Nothing
+them; the PAC file and firewall rules list the PrefixTable's own prefixes (`deploy`). Nothing
 here imports mitmproxy, so the command runs wherever the package is installed.
 """
 
@@ -23,17 +23,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, deploy
-from .allowlist import Allowlist, App, load_allowlist
-from .cli_support import HelpFormatter, add_command, print_error, typed
-from .client_policy import ClientPolicy
-from .csp_cli import add_csp_commands
-from .errors import ConfigError, Problem
-from .headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
-from .observed import summarize
-from .policy import Policy, load_policy
-from .ranges import Prefix, RangesSnapshot, filter_aws_ranges, load_aws_ranges, parse_address
-from .verdict import (
+from .. import __version__
+from ..deploy import addresses
+from ..deploy.health import probe_proxy
+from ..deploy.nftables import DEFAULT_REDIRECT_PORTS, render_nftables
+from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
+from ..errors import ConfigError, Problem
+from ..policy.allowlist import Allowlist, App, load_allowlist
+from ..policy.client_policy import ClientPolicy
+from ..policy.compiled import Policy, load_policy
+from ..policy.headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
+from ..policy.ranges import (
+    Prefix,
+    RangesSnapshot,
+    filter_aws_ranges,
+    load_aws_ranges,
+    parse_address,
+)
+from ..policy.verdict import (
     BOTH_MUST_ACCEPT,
     RULES,
     InvalidSession,
@@ -42,6 +49,9 @@ from .verdict import (
     Verdict,
     judge,
 )
+from .csp import add_csp_commands
+from .observed import summarize
+from .support import HelpFormatter, add_command, print_error, typed
 
 DEFAULT_CONFIG = "config/allowlist.yaml"
 
@@ -275,17 +285,17 @@ def _parser() -> argparse.ArgumentParser:
         "--proxy",
         required=True,
         action="append",
-        type=typed(deploy.parse_proxy_address),
+        type=typed(addresses.parse_proxy_address),
         metavar="HOST:PORT",
         help="the proxy browsers should use, e.g. proxy.example.com:8080 (repeat for fail-over)",
     )
     pac.add_argument(
         "--host",
         action="append",
-        type=typed(deploy.check_host_pattern),
+        type=typed(addresses.check_host_pattern),
         metavar="PATTERN",
         help="send host names matching this shExpMatch pattern to the proxy (repeat; "
-        f"default: {', '.join(deploy.DEFAULT_PAC_HOSTS)})",
+        f"default: {', '.join(DEFAULT_PAC_HOSTS)})",
     )
     _config_argument(pac)
     pac.set_defaults(handler=_pac)
@@ -314,14 +324,14 @@ def _parser() -> argparse.ArgumentParser:
     firewall.add_argument(
         "--proxy-port",
         required=True,
-        type=typed(deploy.parse_port),
+        type=typed(addresses.parse_port),
         metavar="N",
         help="the local port mitmdump --mode transparent listens on",
     )
     firewall.add_argument(
         "--ports",
-        type=typed(deploy.parse_ports),
-        default=deploy.DEFAULT_REDIRECT_PORTS,
+        type=typed(addresses.parse_ports),
+        default=DEFAULT_REDIRECT_PORTS,
         metavar="P,P",
         help="destination TCP ports to redirect (default: 80,443)",
     )
@@ -333,13 +343,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     firewall.add_argument(
         "--interface",
-        type=typed(lambda text: deploy.check_nft_word(text, "interface name")),
+        type=typed(lambda text: addresses.check_nft_word(text, "interface name")),
         metavar="IFACE",
         help="only traffic arriving on (prerouting) or leaving by (output) this interface",
     )
     firewall.add_argument(
         "--proxy-user",
-        type=typed(lambda text: deploy.check_nft_word(text, "user name or uid")),
+        type=typed(lambda text: addresses.check_nft_word(text, "user name or uid")),
         metavar="USER",
         help="the user mitmdump runs as; its traffic is not redirected (required with output)",
     )
@@ -361,8 +371,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument(
         "--proxy",
-        type=typed(deploy.parse_proxy_address),
-        default=deploy.parse_proxy_address("127.0.0.1:8080"),
+        type=typed(addresses.parse_proxy_address),
+        default=addresses.parse_proxy_address("127.0.0.1:8080"),
         metavar="HOST:PORT",
         help="the proxy to probe (default: 127.0.0.1:8080)",
     )
@@ -1054,8 +1064,8 @@ def _pac(args: argparse.Namespace) -> int:
     policy = _load_policy(config)
     if policy is None:
         return EXIT_INVALID
-    hosts = tuple(dict.fromkeys(args.host or deploy.DEFAULT_PAC_HOSTS))
-    sys.stdout.write(deploy.render_pac(policy, str(config), args.proxy, hosts, __version__))
+    hosts = tuple(dict.fromkeys(args.host or DEFAULT_PAC_HOSTS))
+    sys.stdout.write(render_pac(policy, str(config), args.proxy, hosts, __version__))
     return EXIT_OK
 
 
@@ -1071,7 +1081,7 @@ def _firewall(args: argparse.Namespace) -> int:
     if policy is None:
         return EXIT_INVALID
     sys.stdout.write(
-        deploy.render_nftables(
+        render_nftables(
             policy,
             str(config),
             args.proxy_port,
@@ -1089,7 +1099,7 @@ def _firewall(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    health = deploy.probe_proxy(args.proxy, args.timeout)
+    health = probe_proxy(args.proxy, args.timeout)
     if not health.healthy:
         print_error(f"unhealthy: {health.detail}")
         return EXIT_INVALID

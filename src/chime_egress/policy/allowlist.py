@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError, Problem
+from ..errors import ConfigError, Problem
 from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError, Problem
 from .allowlist import ENFORCE, Allowlist, header_input, load_allowlist
 from .client_policy import ClientPolicies, compile_client_policies
-from .errors import ConfigError, Problem
 from .headers import ChimeHeaders, build_headers
 from .media import MediaHosts
 from .ranges import Prefix, PrefixTable, RangesSnapshot, load_aws_ranges

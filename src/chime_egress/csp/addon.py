@@ -29,14 +29,14 @@ from collections.abc import Mapping
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
-from .csp_reports import (
+from .reports import (
     MAX_REPORT_BYTES,
     REPORT_CONTENT_TYPES,
     ReportError,
     media_type,
     parse_reports,
 )
-from .csp_settings import (
+from .settings import (
     CSP,
     CSP_REPORT_ONLY,
     DEFAULT_FEATURES,

@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.exposition import generate_latest
 
-from .client_policy import ClientPolicies
-from .ranges import canonical_host, is_chime_name
+from ..policy.client_policy import ClientPolicies
+from ..policy.ranges import canonical_host, is_chime_name
 
 PREFIX = "chime_egress"
 # Host names label the 403 counter, but a client chooses the Host it sends: only names under

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .csp import (
+from . import (
     SAMPLE_ORIGIN,
     evaluate,
     generate_policy,

@@ -26,12 +26,14 @@ from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
-from .client_policy import ClientPolicy
-from .diagnostics import refusal_hint
-from .errors import ConfigError
-from .headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
+from ..errors import ConfigError
+from ..policy.client_policy import ClientPolicy
+from ..policy.compiled import FilesSignature, Policy, files_signature, load_policy
+from ..policy.diagnostics import refusal_hint
+from ..policy.headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
+from ..policy.media import media_reason
+from ..policy.ranges import Prefix, is_chime_name, parse_address
 from .jsonlog import fields, open_json_log, parse_json_log_target
-from .media import media_reason
 from .metrics import (
     INTERCEPTED,
     MEDIA,
@@ -41,8 +43,6 @@ from .metrics import (
     MetricsServer,
     parse_listen_address,
 )
-from .policy import FilesSignature, Policy, files_signature, load_policy
-from .ranges import Prefix, is_chime_name, parse_address
 
 logger = logging.getLogger("chime_egress")
 
