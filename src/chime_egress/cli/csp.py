@@ -74,7 +74,12 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         epilog="See `chime-egress csp generate|check|merge --help`.",
     )
     csp_commands = csp.add_subparsers(dest="csp_command", required=True, metavar="COMMAND")
+    _add_generate(csp_commands)
+    _add_check(csp_commands)
+    _add_merge(csp_commands)
 
+
+def _add_generate(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     generate = add_command(
         csp_commands,
         "generate",
@@ -98,6 +103,8 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     generate.set_defaults(handler=_generate, parser=generate)
 
+
+def _add_check(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = add_command(
         csp_commands,
         "check",
@@ -133,6 +140,8 @@ def add_csp_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check, parser=check)
 
+
+def _add_merge(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     merge = add_command(
         csp_commands,
         "merge",

@@ -4,13 +4,21 @@ Before enforcing, an admin needs to know which apps are in use. The proxy cannot
 (they live inside Chime's meeting data), but the TLS server names and the clients tell which
 services and which teams to ask. This reads the `connection_observed` (and, for comparison,
 `connection_intercepted` and `chime_403`) records that `chime_log_json` writes.
+
+`summarize` is the pure part; `add_observed_commands` adds the `chime-egress observed` command,
+which reads the files and prints the summary.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .support import EXIT_INVALID, EXIT_OK, add_command, epilog, print_columns, print_error, typed
 
 OBSERVED = "connection_observed"
 INTERCEPTED = "connection_intercepted"
@@ -112,3 +120,100 @@ def _text(value: object) -> str:
 
 def _number(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# The `observed` command
+
+
+def add_observed_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `observed` to the chime-egress command line."""
+    observed = add_command(
+        commands,
+        "observed",
+        summary="sum up what observe mode saw, per Chime host name, from the JSON log",
+        description=(
+            "Read the proxy's JSON log lines (written with --set chime_log_json=FILE) and sum\n"
+            "up its Chime connections per TLS server name (else destination address): observed\n"
+            "connections, the bytes each way, the clients and networks they came from, first\n"
+            "and last seen; and, for comparison, intercepted connections and 403s from Chime.\n"
+            "Busiest host first. The server names and clients tell which apps are in use and\n"
+            "whom to ask for their AppKeys before enforcing."
+        ),
+        epilog=epilog(ok="summary printed", invalid="a file cannot be read"),
+    )
+    observed.add_argument("logs", nargs="+", metavar="FILE", help="JSON log files ('-': stdin)")
+    observed.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="stdout format; json is a list of hosts (default: text)",
+    )
+    observed.add_argument(
+        "--clients",
+        type=typed(_positive),
+        default=5,
+        metavar="N",
+        help="client addresses listed per host in the text format (default: 5)",
+    )
+    observed.set_defaults(handler=_observed)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _observed(args: argparse.Namespace) -> int:
+    sources: list[tuple[str, list[str]]] = []
+    for name in args.logs:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            print_error(f"{name}: cannot read: {error}")
+            return EXIT_INVALID
+        sources.append((name, text.splitlines()))
+    summary = summarize(sources)
+    for name, line, why in summary.unreadable[:10]:
+        print_error(f"{name}:{line}: skipped: {why}")
+    if len(summary.unreadable) > 10:
+        print_error(f"... and {len(summary.unreadable) - 10} more lines skipped")
+    hosts = summary.ordered()
+    if args.format == "json":
+        print(json.dumps([host.to_json() for host in hosts], indent=2))
+        return EXIT_OK
+    if not hosts:
+        print(f"no Chime connections in {summary.lines_read} log lines")
+        return EXIT_OK
+    rows = [("host", "observed", "intercepted", "403", "from clients", "from servers", "clients")]
+    for host in hosts:
+        shown = sorted(host.clients)[: args.clients]
+        more = f" (+{len(host.clients) - len(shown)})" if len(host.clients) > len(shown) else ""
+        rows.append(
+            (
+                host.host,
+                str(host.connections),
+                str(host.intercepted),
+                str(host.refusals),
+                _bytes(host.bytes_from_clients),
+                _bytes(host.bytes_from_servers),
+                f"{', '.join(shown)}{more}",
+            )
+        )
+    print_columns(rows)
+    return EXIT_OK
+
+
+def _bytes(count: int) -> str:
+    if count < 1000:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"

@@ -1,0 +1,362 @@
+"""`chime-egress ranges lookup` and `ranges update`: the Chime ranges the proxy matches.
+
+Addresses are matched by the proxy's own PrefixTable, and an update selects entries with the
+parser that later loads them (filter_aws_ranges), then writes the snapshot atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ConfigError
+from ..policy.allowlist import Allowlist, Destinations, load_allowlist
+from ..policy.ranges import (
+    Prefix,
+    RangesSnapshot,
+    filter_aws_ranges,
+    load_aws_ranges,
+    parse_address,
+)
+from .support import (
+    DEFAULT_CONFIG,
+    EXIT_INVALID,
+    EXIT_NO,
+    EXIT_OK,
+    add_command,
+    config_argument,
+    config_path,
+    epilog,
+    load_policy_or_report,
+    plural,
+    prefix_columns,
+    print_columns,
+    print_error,
+    report_problems,
+    shown_path,
+)
+
+# AWS's file is about 3 MB; a source far larger is not an ip-ranges.json and must not fill memory.
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+URL_TIMEOUT_SECONDS = 60
+
+
+def add_ranges_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `ranges lookup` and `ranges update` to the chime-egress command line."""
+    ranges = add_command(
+        commands,
+        "ranges",
+        summary="look up addresses in, or update, the Chime ranges",
+        description="Look up addresses in the Chime ranges, or update the ranges snapshot.",
+        epilog="See `chime-egress ranges lookup --help` and `chime-egress ranges update --help`.",
+    )
+    ranges_commands = ranges.add_subparsers(dest="ranges_command", required=True, metavar="COMMAND")
+    _add_lookup(ranges_commands)
+    _add_update(ranges_commands)
+
+
+def _add_lookup(ranges_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lookup = add_command(
+        ranges_commands,
+        "lookup",
+        summary="the prefix, service and region matching each address",
+        description=(
+            "For each address, the prefix that makes it a Chime destination for the proxy, with\n"
+            "its service and region, or 'not a Chime destination'. IPv4, IPv6 and IPv4-mapped\n"
+            "IPv6 (::ffff:a.b.c.d) addresses. The last argument is read as CONFIG when it is\n"
+            "not an IP address and names an existing file or ends in .yaml or .yml."
+        ),
+        epilog=epilog(
+            ok="every address is a Chime destination",
+            invalid="invalid allowlist, or an argument that is not an IP address",
+            no="at least one address is not a Chime destination",
+        ),
+    )
+    lookup.add_argument("items", nargs="+", metavar="ADDRESS ... [CONFIG]", help="addresses")
+    lookup.set_defaults(handler=_ranges_lookup)
+
+
+def _add_update(ranges_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    update = add_command(
+        ranges_commands,
+        "update",
+        summary="rewrite the ranges snapshot from an AWS ip-ranges.json",
+        description=(
+            "Read an AWS ip-ranges.json (a file, or an http(s) URL such as\n"
+            "https://ip-ranges.amazonaws.com/ip-ranges.json), keep the entries of the\n"
+            "allowlist's destinations.services and destinations.regions, and write them, with\n"
+            "syncToken and createDate, as the snapshot the proxy reads. Prints the prefixes\n"
+            "added and removed. The write is atomic (a temporary file in the same folder, then\n"
+            "a rename); a running proxy picks the new file up on its next reload check.\n\n"
+            "Nothing is written when the source is malformed, empty, has no matching prefix,\n"
+            "or is older (by syncToken) than the snapshot it would replace; --force overrides\n"
+            "the last check (and an unreadable current snapshot), never the others."
+        ),
+        epilog=epilog(
+            ok="snapshot written, or already up to date",
+            invalid="invalid allowlist, unreadable or refused source; nothing written",
+        ),
+    )
+    update.add_argument(
+        "--source", required=True, metavar="FILE_OR_URL", help="an AWS ip-ranges.json"
+    )
+    update.add_argument(
+        "--output",
+        metavar="PATH",
+        help="where to write (default: the allowlist's destinations.ip_ranges)",
+    )
+    update.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the snapshot even if the source's syncToken is older",
+    )
+    config_argument(update)
+    update.set_defaults(handler=_ranges_update)
+
+
+# ranges lookup
+
+
+def _looks_like_config(text: str) -> bool:
+    return text.endswith((".yaml", ".yml")) or Path(text).expanduser().is_file()
+
+
+def _ranges_lookup(args: argparse.Namespace) -> int:
+    items: list[str] = list(args.items)
+    config_text = DEFAULT_CONFIG
+    if len(items) > 1 and parse_address(items[-1]) is None and _looks_like_config(items[-1]):
+        config_text = items.pop()
+    policy = load_policy_or_report(config_path(config_text))
+    if policy is None:
+        return EXIT_INVALID
+    rows: list[tuple[str, ...]] = []
+    bad = outside = False
+    for text in items:
+        address = parse_address(text)
+        if address is None:
+            print_error(f"{text!r} is not an IP address")
+            bad = True
+            continue
+        prefix = policy.table.lookup(text)
+        if address.version == 4 and ":" in text:
+            shown = f"{text} (IPv4-mapped {address})"
+        elif str(address) != text:
+            shown = f"{text} ({address})"
+        else:
+            shown = text
+        if prefix is None:
+            outside = True
+            rows.append((shown, "not a Chime destination"))
+        else:
+            rows.append((shown, str(prefix.network), *prefix_columns(prefix)))
+    print_columns(rows)
+    if bad:
+        return EXIT_INVALID
+    return EXIT_NO if outside else EXIT_OK
+
+
+# ranges update
+
+
+class _Refused(Exception):
+    """The update must not write: the message says why."""
+
+
+def _ranges_update(args: argparse.Namespace) -> int:
+    config = config_path(args.config)
+    try:
+        allowlist = load_allowlist(config)
+    except ConfigError as error:
+        report_problems(config, error.problems, "invalid configuration; fix it first")
+        return EXIT_INVALID
+    try:
+        _update(allowlist, args.source, args.output, args.force)
+    except _Refused as refusal:
+        print_error(f"{refusal}")
+        print_error("refused; nothing written")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _update(allowlist: Allowlist, source: str, output_text: str | None, force: bool) -> None:
+    destinations = allowlist.destinations
+    output = _output_path(allowlist, output_text)
+    selection = f"services {list(destinations.services)}" + (
+        f" in regions {list(destinations.regions)}" if destinations.regions else ""
+    )
+    snapshot, rendered = _selected_ranges(source, destinations, selection)
+    current = _current_snapshot(output, destinations.services, destinations.regions, force)
+    print(
+        f"source: {source}: syncToken {snapshot.sync_token} ({snapshot.create_date}), "
+        f"{plural(len(snapshot.prefixes), 'prefix', 'prefixes')} for {selection}"
+    )
+    state = "none" if current is None else f"syncToken {current.sync_token} ({current.create_date})"
+    print(f"current: {shown_path(output)}: {state}")
+    # Shown before any refusal, so an admin sees what the refused file would have changed.
+    _print_changes(current.prefixes if current else (), snapshot.prefixes)
+    if current is not None and snapshot.sync_token_number < current.sync_token_number:
+        older = (
+            f"{source}: syncToken {snapshot.sync_token} ({snapshot.create_date}) is older "
+            f"than the current snapshot's {current.sync_token} ({current.create_date})"
+        )
+        if not force:
+            # AWS's change notifications can arrive out of order; an older file is stale.
+            raise _Refused(f"{older}; --force replaces it anyway")
+        print_error(f"warning: {older}; replacing it (--force)")
+    _write_snapshot(output, rendered)
+
+
+def _output_path(allowlist: Allowlist, output_text: str | None) -> Path:
+    if output_text is not None:
+        return Path(output_text).expanduser()
+    if allowlist.destinations.ip_ranges is not None:
+        return allowlist.destinations.ip_ranges
+    raise _Refused(f"{allowlist.path} names no destinations.ip_ranges; give --output PATH")
+
+
+def _selected_ranges(
+    source: str, destinations: Destinations, selection: str
+) -> tuple[RangesSnapshot, str]:
+    """The snapshot of the source's entries the allowlist selects, and its text as written."""
+    text = _read_source(source)
+    try:
+        snapshot, rendered = filter_aws_ranges(
+            text, source, destinations.services, destinations.regions
+        )
+    except ConfigError as error:
+        lines = "\n".join(str(problem) for problem in error.problems)
+        raise _Refused(f"{lines}\n{source}: not a valid AWS ip-ranges.json") from None
+    if not snapshot.prefixes:
+        if _entry_count(text) == 0:
+            raise _Refused(f"{source}: lists no prefixes at all (an empty or truncated copy?)")
+        raise _Refused(f"{source}: has no prefix for {selection}")
+    return snapshot, rendered
+
+
+def _write_snapshot(output: Path, rendered: str) -> None:
+    with contextlib.suppress(OSError):
+        if output.read_text(encoding="utf-8") == rendered:
+            print(f"{shown_path(output)} is already up to date; nothing written")
+            return
+    try:
+        _write_atomically(output, rendered)
+    except OSError as error:
+        raise _Refused(f"cannot write {output}: {error}") from None
+    print(f"wrote {shown_path(output)}")
+
+
+def _read_source(source: str) -> str:
+    scheme = urllib.parse.urlsplit(source).scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    source, headers={"User-Agent": f"chime-egress/{__version__}"}
+                ),
+                timeout=URL_TIMEOUT_SECONDS,
+            ) as response:
+                data: bytes = response.read(MAX_SOURCE_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            raise _Refused(f"{source}: HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise _Refused(f"{source}: cannot fetch: {reason}") from None
+    elif "://" in source:
+        raise _Refused(f"{source}: only http and https URLs, or a file path, are supported")
+    else:
+        try:
+            with Path(source).expanduser().open("rb") as file:
+                data = file.read(MAX_SOURCE_BYTES + 1)
+        except OSError as error:
+            raise _Refused(f"{source}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise _Refused(f"{source}: larger than {MAX_SOURCE_BYTES:,} bytes; not an ip-ranges.json")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _Refused(f"{source}: not UTF-8 text: {error}") from None
+
+
+def _entry_count(text: str) -> int:
+    document = json.loads(text)  # already parsed once by filter_aws_ranges: cannot fail here
+    return sum(len(document.get(key) or ()) for key in ("prefixes", "ipv6_prefixes"))
+
+
+def _current_snapshot(
+    output: Path, services: Sequence[str], regions: Sequence[str], force: bool
+) -> RangesSnapshot | None:
+    if not output.exists():
+        return None
+    try:
+        return load_aws_ranges(output, services, regions)
+    except ConfigError as error:
+        lines = "\n".join(str(problem) for problem in error.problems)
+        message = f"{lines}\nthe current snapshot {output} cannot be read, so its age is unknown"
+        if not force:
+            raise _Refused(f"{message}; --force replaces it anyway") from None
+        print_error(f"warning: {message}; replacing it (--force)")
+        return None
+
+
+def _print_changes(old: Sequence[Prefix], new: Sequence[Prefix]) -> None:
+    def key(prefix: Prefix) -> tuple[str, str, str]:
+        return (str(prefix.network), prefix.service, prefix.region)
+
+    old_keys = {key(prefix) for prefix in old}
+    new_keys = {key(prefix) for prefix in new}
+    added = [prefix for prefix in new if key(prefix) not in old_keys]
+    removed = [prefix for prefix in old if key(prefix) not in new_keys]
+    print_columns(
+        [
+            (f"{sign} {prefix.network}", prefix.service, prefix.region)
+            for sign, prefixes in (("+", added), ("-", removed))
+            for prefix in prefixes
+        ],
+        "  ",
+    )
+    kept = len(new) - len(added)
+    print(f"prefixes: {len(added)} added, {len(removed)} removed, {kept} unchanged")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: readers see old or new, whole."""
+    # Through a symlink, replace its target: renaming over the link would turn it into a file.
+    path = path.resolve()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        # mkstemp makes the file private (0600); the proxy may run as another user.
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    # Make the rename itself durable; not every platform lets a folder be opened for this.
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
