@@ -1,0 +1,226 @@
+"""Routing a connection: decided once, by the address it goes to, before mitmproxy reads a byte.
+
+Only connections to a configured prefix are decrypted; every other connection is handed to a raw
+relay before mitmproxy parses any of it, and so is Chime media (`chime_egress.policy.media`), and
+so is all Chime traffic of clients whose network is in observe mode (`observing.py`). When the
+destination cannot be decided, mitmproxy's default (intercept) is left in place and every request
+is judged again, failing closed (`injection.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary, WeakSet
+
+from mitmproxy import connection, http
+from mitmproxy.net.tls import starts_like_tls_record
+from mitmproxy.proxy import layer
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.tls import parse_client_hello
+
+from ..policy.client_policy import ClientPolicy
+from ..policy.compiled import Policy
+from ..policy.media import media_reason
+from ..policy.ranges import Prefix, is_chime_name, parse_address
+from .current import CurrentPolicy
+from .jsonlog import fields
+from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, Metrics
+from .observing import Observer, raw_relay
+from .peers import client_address, client_peer, server_name
+
+logger = logging.getLogger("chime_egress")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a server connection goes to Chime, and the evidence."""
+
+    prefix: Prefix | None
+    address: str | None  # the address that matched, or the ones that were judged
+
+    @property
+    def is_chime(self) -> bool:
+        return self.prefix is not None
+
+
+class _NeedMoreData(Exception):
+    """The client's ClientHello has not fully arrived yet."""
+
+
+class Router:
+    """Chooses mitmproxy's layer for each new connection, and remembers each verdict."""
+
+    def __init__(self, current: CurrentPolicy, metrics: Metrics, observer: Observer) -> None:
+        self.current = current
+        self.metrics = metrics
+        self.observer = observer
+        self._verdicts: WeakKeyDictionary[connection.Server, Verdict] = WeakKeyDictionary()
+        self._decided: WeakSet[connection.Server] = WeakSet()
+        self._connect_alpn: WeakKeyDictionary[connection.Client, str] = WeakKeyDictionary()
+
+    def client_policy(self, client: connection.Client) -> ClientPolicy:
+        return self.current.policy.clients.for_client(client_address(client))
+
+    def verdict_for(self, server: connection.Server) -> Verdict | None:
+        """The verdict made when the connection was routed, if it was."""
+        return self._verdicts.get(server)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # RFC 7639: Firefox names the tunnel's protocol (webrtc) before any TLS is spoken.
+        if alpn := flow.request.headers.get("ALPN"):
+            self._connect_alpn[flow.client_conn] = alpn
+
+    async def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        context = nextlayer.context
+        server = context.server
+        if server.address is None or server in self._decided:
+            # No destination yet (the client's own connection to the proxy), or decided already
+            # for this connection (the layer inside an intercepted TLS tunnel).
+            return
+        try:
+            verdict = self._verdicts.get(server) or await self.judge(server)
+            why_media, sni = self._inspect_tunnel(nextlayer) if verdict.is_chime else (None, None)
+        except _NeedMoreData:
+            nextlayer.layer = None  # ask again once more of the ClientHello has arrived
+            return
+        except Exception:
+            # Unsure: leave mitmproxy's default (intercept); each request re-judges and fails
+            # closed if it still cannot decide.
+            logger.exception(
+                f"chime: cannot judge {client_peer(context.client)} -> {server_name(server)}"
+            )
+            return
+        self._decided.add(server)
+        client_policy = self.client_policy(context.client)
+        outcome = self._route(nextlayer, verdict, client_policy, sni, why_media)
+        self.metrics.child(self.metrics.connections, client_policy.name, outcome).inc()
+
+    async def judge(self, server: connection.Server, host: str | None = None) -> Verdict:
+        """Match the address actually connected to, else every address the host resolves to."""
+        policy = self.current.policy
+        if server.peername is not None and server.via is None:
+            address = str(server.peername[0])
+            verdict = Verdict(policy.table.lookup(address), address)
+        else:
+            target_host, port = server.address if server.address else (host, 0)
+            if target_host is None:
+                raise ValueError("request has no destination host")
+            verdict = await _judge_host(policy, str(target_host), int(port or 443))
+        self._verdicts[server] = verdict
+        return verdict
+
+    def _route(
+        self,
+        nextlayer: layer.NextLayer,
+        verdict: Verdict,
+        client_policy: ClientPolicy,
+        sni: str | None,
+        why_media: str | None,
+    ) -> str:
+        """Set the layer for a judged connection, log the decision, and return its outcome."""
+        context = nextlayer.context
+        if not verdict.is_chime:  # the common case: log only when shown
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log(
+                    logging.DEBUG, "connection_passed_through", context, verdict, client_policy
+                )
+            nextlayer.layer = raw_relay(context)
+            return PASSED_THROUGH
+        if client_policy.observing:
+            self.observer.relay(
+                nextlayer,
+                address=verdict.address,
+                prefix=str(verdict.prefix),
+                sni=sni,
+                network=client_policy.name,
+            )
+            return OBSERVED
+        if why_media is None:
+            self._log(logging.INFO, "connection_intercepted", context, verdict, client_policy, sni)
+            return INTERCEPTED
+        self._log(
+            logging.INFO, "media_passed_through", context, verdict, client_policy, sni, why_media
+        )
+        nextlayer.layer = raw_relay(context)
+        return MEDIA
+
+    def _log(
+        self,
+        level: int,
+        event: str,
+        context: Context,
+        verdict: Verdict,
+        client_policy: ClientPolicy,
+        sni: str | None = None,
+        why_media: str | None = None,
+    ) -> None:
+        client, host = client_peer(context.client), server_name(context.server)
+        target = f"{host} (SNI {sni})" if sni else host
+        if event == "connection_intercepted":
+            text = f"intercepting {client} -> {target} [{verdict.address}] matched "
+            text += f"{verdict.prefix} ({client_policy.describe()})"
+        elif event == "media_passed_through":
+            text = f"passing media through {client} -> {target} [{verdict.address}] matched "
+            text += f"{verdict.prefix}: {why_media}"
+        else:
+            text = f"passing through {client} -> {host} [{verdict.address}]"
+        logger.log(
+            level,
+            f"chime: {text}",
+            extra=fields(
+                event,
+                client=client,
+                network=client_policy.name,
+                mode=client_policy.mode,
+                host=host,
+                sni=sni,
+                destination=verdict.address,
+                prefix=str(verdict.prefix) if verdict.prefix else None,
+                reason=why_media,
+            ),
+        )
+
+    def _inspect_tunnel(self, nextlayer: layer.NextLayer) -> tuple[str | None, str | None]:
+        """(why this Chime tunnel is media to pass through or None, the TLS server name)."""
+        data = nextlayer.data_client()
+        tls = starts_like_tls_record(data)
+        sni, offered_alpns = None, []
+        if tls:
+            try:
+                hello = parse_client_hello(data)
+            except ValueError:
+                return None, None  # not a ClientHello we understand: intercept
+            if hello is None:
+                raise _NeedMoreData
+            sni, offered_alpns = hello.sni, hello.alpn_protocols
+        why = media_reason(
+            connect_alpn=self._connect_alpn.get(nextlayer.context.client),
+            tls=tls,
+            sni=sni,
+            offered_alpns=offered_alpns,
+            first_bytes=data,
+            media_hosts=self.current.policy.media_hosts,
+        )
+        return why, sni
+
+
+async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
+    if parse_address(host) is not None:
+        return Verdict(policy.table.lookup(host), host)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        # Behind a parent proxy only the parent may resolve external names. A Chime name we
+        # cannot place is unsure and fails closed; any other name is not ours to break.
+        if is_chime_name(host):
+            raise
+        return Verdict(None, f"{host} (not resolvable here)")
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        prefix = policy.table.lookup(address)
+        if prefix is not None:
+            return Verdict(prefix, address)
+    return Verdict(None, ",".join(addresses) or None)
