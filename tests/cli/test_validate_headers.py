@@ -10,7 +10,7 @@ import pytest
 from chime_egress.errors import ConfigError
 from chime_egress.policy.compiled import load_policy
 
-from .support import COMMAND, ROOT, run, write_allowlist
+from .support import COMMAND, ROOT, SHIPPED_RANGES, run, write_allowlist
 
 
 def test_the_command_is_installed_and_documents_its_exit_codes():
@@ -68,6 +68,7 @@ def test_validate_the_shipped_allowlist():
     # The same words as the proxy's start-up log line.
     assert lines[0] == (
         "config/allowlist.yaml: valid: 2 apps, 1 tenants, 2 prefixes, ranges syncToken 1787411825"
+        "; mode observe"  # shipped so, for a first run that changes nobody's meetings
     )
     assert "  Example meeting app (ExampleAppKey1): tenants exampleOrgId" in lines
     assert "  ExampleAppKey2: any tenant" in lines
@@ -146,7 +147,10 @@ def test_validate_json_on_success():
     document = json.loads(result.stdout)
     assert document["valid"] is True
     assert document["problems"] == []
-    assert document["summary"] == "2 apps, 1 tenants, 2 prefixes, ranges syncToken 1787411825"
+    assert document["summary"] == (
+        "2 apps, 1 tenants, 2 prefixes, ranges syncToken 1787411825; mode observe"
+    )
+    assert document["mode"] == "observe"
     assert [app["app_key"] for app in document["apps"]] == ["ExampleAppKey1", "ExampleAppKey2"]
     assert document["apps"][0]["tenants"] == ["exampleOrgId"]
     assert document["tenants"] == 1
@@ -215,11 +219,24 @@ def test_headers_reproduce_the_aws_guide_examples_byte_for_byte(tmp_path, apps, 
     assert result.stderr == ""
 
 
-def test_headers_of_the_shipped_allowlist_are_the_proxys():
+def test_headers_of_the_shipped_allowlist_are_none_it_observes():
     result = run("headers")
     assert result.returncode == 0
-    policy = load_policy(ROOT / "config" / "allowlist.yaml")
+    assert result.stdout == ""
+    assert "observe mode: the proxy adds no headers" in result.stderr
+
+
+def test_headers_of_the_shipped_allowlist_once_enforced_are_the_proxys(tmp_path):
+    text = (ROOT / "config" / "allowlist.yaml").read_text(encoding="utf-8")
+    assert text.count("\nmode: observe\n") == 1
+    enforced = tmp_path / "allowlist.yaml"
+    enforced.write_text(text.replace("\nmode: observe\n", "\nmode: enforce\n"), encoding="utf-8")
+    (tmp_path / "chime-ip-ranges.json").write_bytes(SHIPPED_RANGES.read_bytes())
+    result = run("headers", enforced)
+    assert result.returncode == 0
+    policy = load_policy(enforced)
     assert result.stdout == "".join(f"{line}\n" for line in policy.headers.lines())
+    assert result.stdout.startswith("X-Amzn-Chime-App-Keys: ExampleAppKey1,ExampleAppKey2\n")
 
 
 def test_headers_without_tenants_sends_one_line(tmp_path):

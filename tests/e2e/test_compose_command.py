@@ -76,13 +76,22 @@ def localize(
 
 @pytest.fixture(scope="module")
 def config_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """./config, copied, with 127.0.0.2 made a Chime destination."""
+    """./config, copied, edited as the README's roll-out says: the organisation's AppKeys in
+    place of the examples, mode enforce; and 127.0.0.2 made a Chime destination."""
     folder = tmp_path_factory.mktemp("compose") / "config"
     shutil.copytree(ROOT / "config", folder)
     allowlist = folder / "allowlist.yaml"
     text = allowlist.read_text(encoding="utf-8")
-    assert text.count("\n  cidrs: []") == 1, "the shipped allowlist's cidrs line changed"
-    allowlist.write_text(text.replace("\n  cidrs: []", "\n  cidrs: [127.0.0.2/32]"), "utf-8")
+    edits = {
+        "\n  cidrs: []": "\n  cidrs: [127.0.0.2/32]",
+        "\nmode: observe\n": "\nmode: enforce\n",
+        "app_key: ExampleAppKey1 ": "app_key: CorpAppKey1   ",
+        "app_key: ExampleAppKey2 ": "app_key: CorpAppKey2   ",
+    }
+    for old, new in edits.items():
+        assert text.count(old) == 1, f"the shipped allowlist changed: {old!r}"
+        text = text.replace(old, new)
+    allowlist.write_text(text, "utf-8")
     return folder
 
 
@@ -132,7 +141,7 @@ def test_headers_injected(
     compose_proxy: MitmdumpProcess, config_folder: Path, chime_server: EchoServer
 ) -> None:
     headers = load_policy(config_folder / "allowlist.yaml").headers
-    assert headers.app_keys == "ExampleAppKey1,ExampleAppKey2"  # the shipped allowlist's
+    assert headers.app_keys == "CorpAppKey1,CorpAppKey2"  # the edited shipped allowlist's
     for http in ("1.1", "2"):
         result = curl(
             chime_server.url(f"/compose-{http}"),

@@ -109,10 +109,12 @@ class Allowlist:
     services: Sequence[str] | None = None
     regions: Sequence[str] | None = None
     extra_destination_lines: Sequence[str] = field(default_factory=tuple)
+    mode: str | None = None
 
     def render(self) -> str:
         q = json.dumps  # a JSON string is a valid YAML flow scalar
-        lines = ["apps:"]
+        lines = [f"mode: {self.mode}"] if self.mode is not None else []
+        lines.append("apps:")
         for app in self.apps:
             lines.append(f"  - app_key: {q(app.app_key)}")
             if app.name is not None:
@@ -147,11 +149,17 @@ def write_config(
     services: Sequence[str] | None = None,
     regions: Sequence[str] | None = None,
     ranges_name: str = "chime-ip-ranges.json",
+    mode: str | None = None,
 ) -> Path:
     """Write a ranges file and an allowlist naming it (relative path); return the allowlist."""
     directory.mkdir(parents=True, exist_ok=True)
     write_ranges(directory / ranges_name, ranges)
     allowlist = Allowlist(
-        apps=apps, cidrs=cidrs, ip_ranges=ranges_name, services=services, regions=regions
+        apps=apps,
+        cidrs=cidrs,
+        ip_ranges=ranges_name,
+        services=services,
+        regions=regions,
+        mode=mode,
     )
     return allowlist.write(directory)

@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..deploy import addresses
-from ..deploy.health import probe_proxy
+from ..deploy.health import DEFAULT_CHECK_HOST, probe_proxy
 from ..deploy.nftables import DEFAULT_REDIRECT_PORTS, render_nftables
 from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
 from .support import (
@@ -138,11 +138,12 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     health = add_command(
         commands,
         "health",
-        summary="check that a running proxy answers (for container health checks)",
+        summary="check that a running proxy has the Chime addon in force (health checks)",
         description=(
-            "Connect to the proxy and send it a request it must answer itself (no Host header,\n"
-            "no destination): mitmproxy replies 400 from its own event loop. Healthy when the\n"
-            "reply is HTTP from mitmproxy. Nothing is forwarded; no other host is contacted.\n"
+            "Ask the proxy for http://CHECK_HOST/health, a page its Chime addon answers itself\n"
+            "(never forwarded). Healthy when the addon answers that its configuration is loaded\n"
+            "and usable; unhealthy when mitmproxy runs without the addon, when no allowlist is\n"
+            "loaded, or when it enforces the shipped example AppKeys (every real app: 403).\n"
             "Needs an HTTP proxy listener (regular or upstream mode); for a transparent proxy,\n"
             "add a loopback listener, e.g. --mode regular@127.0.0.1:8081, and probe that."
         ),
@@ -161,6 +162,13 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=5.0,
         metavar="SECONDS",
         help="give up after this long (default: 5)",
+    )
+    health.add_argument(
+        "--check-host",
+        default=DEFAULT_CHECK_HOST,
+        metavar="HOST",
+        help="the host name the proxy answers itself, its chime_check_host option "
+        f"(default: {DEFAULT_CHECK_HOST})",
     )
     health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     health.set_defaults(handler=_health)
@@ -209,7 +217,7 @@ def _firewall(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    health = probe_proxy(args.proxy, args.timeout)
+    health = probe_proxy(args.proxy, args.timeout, args.check_host)
     if not health.healthy:
         print_error(f"unhealthy: {health.detail}")
         return EXIT_INVALID

@@ -23,6 +23,7 @@ from mitmproxy.proxy import layer
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from .current import CurrentPolicy
+from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
 from .injection import INJECTED_NETWORK, Injector
 from .jsonlog import fields, open_json_log, parse_json_log_target
 from .metrics import Metrics, MetricsServer, parse_listen_address
@@ -47,6 +48,7 @@ class ChimeHeaders:
         self.router = Router(self.current, self.metrics, self.observer)
         self.injector = Injector(self.router, self.metrics)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
+        self.endpoint = ProxyEndpoint(self.current)
         self.websocket_relay = "tcp"
         self._json_handler: logging.Handler | None = None
 
@@ -93,6 +95,13 @@ class ChimeHeaders:
             "Also write each of the addon's log records as one JSON object per line: '-' for "
             "standard output (with mitmdump -q), or a file to append to. Empty: off.",
         )
+        loader.add_option(
+            "chime_check_host",
+            str,
+            DEFAULT_CHECK_HOST,
+            "Host name the proxy answers itself (never forwarded): http://HOST/health for the "
+            "health probe. Must not be a Chime name.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "termlog_verbosity" in updated:
@@ -117,6 +126,11 @@ class ChimeHeaders:
             self._configure_json_log(ctx.options.chime_log_json)
         if "chime_metrics" in updated:
             self._configure_metrics(ctx.options.chime_metrics)
+        if "chime_check_host" in updated:
+            try:
+                self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
+            except ValueError as error:
+                raise exceptions.OptionsError(str(error)) from None
         if updated & {"ignore_hosts", "allow_hosts"} and (
             ctx.options.ignore_hosts or ctx.options.allow_hosts
         ):
@@ -215,6 +229,9 @@ class ChimeHeaders:
         self.observer.client_disconnected(client)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.endpoint.handles(flow):
+            self.endpoint.answer(flow)
+            return
         await self.injector.requestheaders(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:

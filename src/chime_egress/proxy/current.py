@@ -8,6 +8,8 @@ one CurrentPolicy; nothing else in the proxy is shared between connections.
 
 from __future__ import annotations
 
+import time
+
 from ..policy.compiled import Policy
 
 
@@ -18,6 +20,7 @@ class NoPolicyError(RuntimeError):
 class CurrentPolicy:
     def __init__(self) -> None:
         self._policy: Policy | None = None
+        self.published_at: float | None = None  # time.time() of the last publish
 
     @property
     def loaded(self) -> bool:
@@ -32,3 +35,4 @@ class CurrentPolicy:
 
     def publish(self, policy: Policy) -> None:
         self._policy = policy
+        self.published_at = time.time()
