@@ -1,40 +1,46 @@
 """Entry script: `mitmdump --mode reverse:https://app.internal -s addon/chime_csp.py --set ...`.
 
 A thin shim on purpose: mitmproxy never registers `-s` scripts in sys.modules, which breaks
-dataclasses defined in them, so the real code lives in the `chime_egress` package.
-If that package cannot be imported, the proxy must not run on without it (it would serve the app's
-pages without the configured policy and pass violation reports to the app), so a stand-in addon
-stops start-up and refuses every request.
+dataclasses defined in them, so the real code lives in the `chime_egress` package. The addon is
+registered with mitmproxy's master itself, not held by this script, so that no reload, breakage
+or removal of this file can leave the proxy serving pages without the policy
+(chime_egress/proxy/resident.py). If the package cannot be imported at start-up, the process
+ends with the reason and exit code 1.
 """
 
 import logging
 import sys
 from pathlib import Path
 
-from mitmproxy import exceptions, http
+from mitmproxy import ctx
 
 _SOURCE = Path(__file__).resolve().parent.parent / "src"
 if (_SOURCE / "chime_egress").is_dir() and str(_SOURCE) not in sys.path:
     sys.path.insert(0, str(_SOURCE))
 
 
-class FailClosed:
-    """Stands in for the addon when it cannot be imported: no start-up, no forwarded request."""
+class CannotLoad:
+    """Stands in when the package cannot be imported: at start-up the process ends."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
     def configure(self, updated: set[str]) -> None:
-        raise exceptions.OptionsError(self.reason)
-
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        flow.response = http.Response.make(502, f"chime-csp: {self.reason}\n".encode())
+        if ctx.master.addons.get("chime_csp") is not None:
+            # Loaded again while the addon registered at start-up is in force: it stays so.
+            logging.getLogger("chime_egress").error(
+                f"chime-csp: {__file__} could not load again ({self.reason}); "
+                "the addon loaded at start-up stays in force"
+            )
+            return
+        print(f"chime-egress: chime_csp could not load: {self.reason}", file=sys.stderr)
+        raise SystemExit(1)  # not an Exception: mitmproxy lets it end the process
 
 
 try:
     from chime_egress.csp.addon import ChimeCsp
+    from chime_egress.proxy.resident import install
 except Exception as import_error:  # any failure here must fail closed
-    logging.getLogger("chime_egress").critical("chime-csp: cannot load the addon: %r", import_error)
-    addons: list[object] = [FailClosed(f"chime_csp could not load: {import_error!r}")]
+    addons: list[object] = [CannotLoad(repr(import_error))]
 else:
-    addons = [ChimeCsp()]
+    addons = install(__file__, ChimeCsp, "chime-csp")

@@ -22,8 +22,8 @@ def allowlist(tmp_path: Path) -> Path:
         (["--set", "chime_reload_interval=abc"], "chime_reload_interval must be seconds"),
         (["--set", "chime_reload_interval=0"], "between 0.05 and 5"),
         (["--set", "chime_websocket_relay=frames"], "chime_websocket_relay must be one of"),
-        (["--ignore-hosts", "example"], "ignore_hosts and allow_hosts"),
-        (["--allow-hosts", "example"], "ignore_hosts and allow_hosts"),
+        (["--ignore-hosts", "example"], "ignore_hosts: refused"),
+        (["--allow-hosts", "example"], "allow_hosts: refused"),
     ],
     ids=["interval-text", "interval-zero", "relay", "ignore-hosts", "allow-hosts"],
 )

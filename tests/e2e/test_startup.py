@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.config import AWS_CHIME_PREFIXES, Prefix, ranges_document, write_text
-from tests.support.proxy import REPO_ROOT, FailedStart, ProxyLauncher, run_expect_failure
+from tests.support.proxy import (
+    REPO_ROOT,
+    FailedStart,
+    ProxyLauncher,
+    assert_clean_start_up_failure,
+    run_expect_failure,
+)
 
 ALLOWLIST = "allowlist.yaml"
 RANGES = "chime-ip-ranges.json"
@@ -220,6 +226,7 @@ def test_bad_file_refused_at_start(outcomes: dict[str, Outcome], name: str) -> N
     context = f"\n--- mitmdump output ---\n{output}"
     assert rc is not None, f"mitmdump kept running with a bad file{context}"
     assert rc != 0, f"mitmdump exited 0{context}"
+    assert_clean_start_up_failure(output)
     found = {w.file: named_locations(output, outcome.folder / w.file) for w in case.where}
     assert any(
         found[w.file] and (w.lines is None or set(found[w.file]) & w.lines) for w in case.where

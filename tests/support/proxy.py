@@ -29,6 +29,10 @@ from .lifecycle import Service
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADDON_SCRIPT = REPO_ROOT / "addon" / "chime_headers.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
+# `chime-egress run`: mitmdump with the addon built in (the production launcher).
+CHIME_EGRESS = Path(sys.executable).parent / "chime-egress"
+LAUNCHER = "launcher"
+"""Pass as ``script=LAUNCHER`` to run ``chime-egress run`` instead of ``mitmdump -s SCRIPT``."""
 
 LISTEN_HOST = "127.0.0.1"
 # "HTTP(S) proxy listening at ...", or in reverse mode "Reverse proxy to URL listening at ...".
@@ -63,16 +67,22 @@ class MitmdumpStartError(RuntimeError):
 def build_command(
     *,
     confdir: Path,
-    script: Path | None = ADDON_SCRIPT,
+    script: Path | str | None = ADDON_SCRIPT,
     allowlist: Path | str | None = None,
     upstream_ca: Path | None = None,
     extra_args: Sequence[str] = (),
     listen_port: int = 0,
 ) -> list[str]:
-    """The mitmdump command line used by :class:`MitmdumpProcess` and :func:`run_expect_failure`."""
-    cmd = [str(MITMDUMP)]
-    if script is not None:
-        cmd += ["-s", str(script)]
+    """The mitmdump command line used by :class:`MitmdumpProcess` and :func:`run_expect_failure`.
+
+    ``script`` is the ``-s`` script, None for a bare mitmdump, or LAUNCHER for ``chime-egress run``.
+    """
+    if script == LAUNCHER:
+        cmd = [str(CHIME_EGRESS), "run"]
+    else:
+        cmd = [str(MITMDUMP)]
+        if script is not None:
+            cmd += ["-s", str(script)]
     cmd += [
         "--listen-host",
         LISTEN_HOST,
@@ -102,7 +112,7 @@ class MitmdumpProcess(Service):
         self,
         *,
         confdir: Path,
-        script: Path | None = ADDON_SCRIPT,
+        script: Path | str | None = ADDON_SCRIPT,
         allowlist: Path | str | None = None,
         upstream_ca: Path | None = None,
         extra_args: Sequence[str] = (),
@@ -289,7 +299,7 @@ class FailedStart(NamedTuple):
 def run_expect_failure(
     *,
     confdir: Path,
-    script: Path | None = ADDON_SCRIPT,
+    script: Path | str | None = ADDON_SCRIPT,
     allowlist: Path | str | None = None,
     upstream_ca: Path | None = None,
     extra_args: Sequence[str] = (),
@@ -366,6 +376,13 @@ def run_expect_failure(
     return FailedStart(returncode=returncode, output=output)
 
 
+def assert_clean_start_up_failure(output: str) -> None:
+    """A refused start-up shows the reason alone: no traceback, and it never listened."""
+    assert "Traceback" not in output, output
+    assert not _LISTENING.search(output), f"it listened before refusing:\n{output}"
+    assert _STARTUP_FAILED not in output, output
+
+
 class ProxyLauncher:
     """Starts mitmdump processes (the addon by default) and stops them all at teardown."""
 
@@ -380,11 +397,12 @@ class ProxyLauncher:
         allowlist: Path | str | None,
         *,
         extra_args: Sequence[str] = (),
-        script: Path | None = ADDON_SCRIPT,
+        script: Path | str | None = ADDON_SCRIPT,
         cwd: Path | None = None,
         label: str | None = None,
     ) -> MitmdumpProcess:
-        """Start mitmdump (``-s addon/chime_headers.py`` unless ``script=None``) and wait for it."""
+        """Start the proxy and wait for it: ``mitmdump -s addon/chime_headers.py`` by default,
+        a bare mitmdump for ``script=None``, ``chime-egress run`` for ``script=LAUNCHER``."""
         proc = MitmdumpProcess(
             confdir=self.confdir,
             script=script,

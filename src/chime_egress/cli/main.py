@@ -4,10 +4,11 @@ Every answer comes from the proxy's own modules: an allowlist is checked by load
 messages are the proxy's, word for word), headers come from the compiled Policy, addresses are
 matched by its PrefixTable, and a ranges update selects entries with the parser that later loads
 them; the PAC file and firewall rules list the PrefixTable's own prefixes (`deploy`). Nothing
-here imports mitmproxy, so the command runs wherever the package is installed.
+here imports mitmproxy but `run` (when it runs), so the commands work wherever the package is
+installed.
 
 This module only assembles the command line: each command group lives in its own module
-(config, ranges, deploy, observed, csp), which adds its subcommands and handles them.
+(config, ranges, deploy, observed, csp, run), which adds its subcommands and handles them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .csp import add_csp_commands
 from .deploy import add_deploy_commands
 from .observed import add_observed_commands
 from .ranges import add_ranges_commands
+from .run import COMMAND as RUN
+from .run import add_run_command, run_proxy
 from .support import HelpFormatter
 
 
@@ -34,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             "Check and explain a chime-egress allowlist with the proxy's own code: what the\n"
             "proxy will send, what Chime will decide, and which addresses are Chime's; print\n"
             "what routes exactly those addresses to the proxy (a PAC file, firewall rules);\n"
-            "check that a running proxy answers."
+            "check that a running proxy answers; and run the proxy itself (run)."
         ),
         epilog=(
             "CONFIG is the allowlist, config/allowlist.yaml by default.\n\n"
@@ -49,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In this order in the help's command list.
+    add_run_command(commands)  # run
     add_config_commands(commands)  # validate, headers, explain
     add_ranges_commands(commands)  # ranges lookup, ranges update
     add_deploy_commands(commands)  # pac, firewall, health
@@ -58,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == [RUN]:
+        # mitmdump's command line, whole: argparse here would take its options for ours.
+        return run_proxy(arguments[1:])
+    args = _parser().parse_args(arguments)
     try:
         code: int = args.handler(args)
     except BrokenPipeError:

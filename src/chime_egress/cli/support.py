@@ -42,12 +42,18 @@ def add_command(
     *,
     summary: str,
     description: str,
-    epilog: str,
+    epilog: str = "",
+    add_help: bool = True,
 ) -> argparse.ArgumentParser:
     """A subcommand: `summary` in its parent's command list, and a --help that keeps the
     hand-wrapped `description` and `epilog` (the exit codes) as written."""
     return commands.add_parser(
-        name, help=summary, formatter_class=HelpFormatter, description=description, epilog=epilog
+        name,
+        help=summary,
+        formatter_class=HelpFormatter,
+        description=description,
+        epilog=epilog,
+        add_help=add_help,
     )
 
 

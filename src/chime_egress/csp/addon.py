@@ -74,6 +74,9 @@ OPTION_NAMES = (
 
 
 class ChimeCsp:
+    # The name mitmproxy knows the addon by; the entry script keeps it registered (resident).
+    name = "chime_csp"
+
     def __init__(self) -> None:
         self.settings: CspSettings | None = None
         # Pages already scanned for a <meta> policy: each is decoded and scanned once, not on

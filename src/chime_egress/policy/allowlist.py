@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, Problem
+from .files import MAX_ALLOWLIST_BYTES, read_text_file
 from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
@@ -158,6 +159,10 @@ class _Reader:
         return items
 
 
+# The deepest a valid allowlist goes is 4 (networks[].apps[].tenants[]); this leaves room for
+# YAML written in flow style and refuses what would exhaust the composer's recursion.
+MAX_NESTING = 16
+
 _TOP_KEYS = ("mode", "apps", "networks", "destinations")
 _NETWORK_KEYS = ("name", "clients", "mode", "apps")
 _APP_KEYS = ("app_key", "name", "tenants")
@@ -168,6 +173,7 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     """Parse and validate allowlist YAML; raises ConfigError listing every problem found."""
     reader = _Reader(path)
     try:
+        _check_nesting(text, path)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -221,14 +227,35 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     )
 
 
+def _check_nesting(text: str, path: Path) -> None:
+    """Refuse nesting no allowlist needs, before PyYAML's recursive composer meets it.
+
+    The event parser is iterative, so even a file of a million '[' is read to its end here,
+    while composing it would exhaust Python's recursion limit.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                raise ConfigError(
+                    [
+                        Problem(
+                            str(path),
+                            line,
+                            "",
+                            f"nested more than {MAX_NESTING} levels deep; an allowlist needs "
+                            "at most 5 (apps, networks and destinations hold lists of entries)",
+                        )
+                    ]
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_allowlist(path: Path) -> Allowlist:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Problem(str(path), None, "", "allowlist file not found")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([Problem(str(path), None, "", f"cannot read: {error}")]) from None
-    return parse_allowlist(text, path)
+    return parse_allowlist(read_text_file(path, "allowlist", MAX_ALLOWLIST_BYTES), path)
 
 
 def _default_destinations() -> Destinations:

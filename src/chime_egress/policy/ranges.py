@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Problem
+from .files import MAX_RANGES_BYTES, read_text_file
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -143,12 +144,7 @@ def load_aws_ranges(
     regions: Iterable[str] = (),
 ) -> RangesSnapshot:
     """Read an AWS ip-ranges.json and keep the entries of `services` (None: all) and `regions`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([_problem(str(path), "", "ranges file not found")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([_problem(str(path), "", f"cannot read ranges file: {error}")]) from None
+    text = read_text_file(path, "ranges", MAX_RANGES_BYTES)
     return parse_aws_ranges(text, str(path), services, regions)
 
 

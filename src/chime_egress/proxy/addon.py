@@ -23,23 +23,33 @@ from mitmproxy.proxy import layer
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from .current import CurrentPolicy
-from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
+from .endpoint import ProxyEndpoint
 from .injection import INJECTED_NETWORK, Injector
 from .jsonlog import fields, open_json_log, parse_json_log_target
 from .metrics import Metrics, MetricsServer, parse_listen_address
 from .observing import Observer
-from .reloading import DEFAULT_RELOAD_INTERVAL, ReloadWatcher, parse_reload_interval
+from .options import (
+    OPTIONS,
+    REFUSED_OPTIONS,
+    parse_allowlist_option,
+    parse_check_host,
+    parse_reload_interval,
+    parse_websocket_relay,
+    refused_settings,
+)
+from .reading import ReadTimeout
+from .reloading import ReloadWatcher
 from .routing import Router
 
 __all__ = ["INJECTED_NETWORK", "ChimeHeaders"]
 
 logger = logging.getLogger("chime_egress")
 
-DEFAULT_ALLOWLIST = "config/allowlist.yaml"
-WEBSOCKET_RELAYS = ("tcp", "websocket")
-
 
 class ChimeHeaders:
+    # The name mitmproxy knows the addon by (`master.addons.get`); resident.py looks for it.
+    name = "chime_headers"
+
     def __init__(self) -> None:
         self.current = CurrentPolicy()
         self.metrics = Metrics()
@@ -59,49 +69,8 @@ class ChimeHeaders:
     # Options and configuration
 
     def load(self, loader: Loader) -> None:
-        # Every option is a str: a value mitmproxy cannot parse would silently unload the
-        # whole script (mitmproxy issue 8013), leaving a proxy that adds no headers.
-        loader.add_option(
-            "chime_allowlist",
-            str,
-            DEFAULT_ALLOWLIST,
-            "YAML allowlist of Chime AppKeys and TenantIDs, and the Chime destination ranges.",
-        )
-        loader.add_option(
-            "chime_reload_interval",
-            str,
-            DEFAULT_RELOAD_INTERVAL,
-            "Seconds between checks for edits to the allowlist and ranges files.",
-        )
-        loader.add_option(
-            "chime_websocket_relay",
-            str,
-            "tcp",
-            "How WebSocket messages on intercepted Chime connections are relayed after the "
-            "upgrade (which gets the headers): 'tcp' relays the bytes without parsing frames; "
-            "'websocket' parses every message, as mitmproxy does by default.",
-        )
-        loader.add_option(
-            "chime_metrics",
-            str,
-            "",
-            "Serve Prometheus metrics at http://HOST:PORT/metrics: PORT (on 127.0.0.1) or "
-            "HOST:PORT, e.g. 0.0.0.0:9108 in a container. Empty: off.",
-        )
-        loader.add_option(
-            "chime_log_json",
-            str,
-            "",
-            "Also write each of the addon's log records as one JSON object per line: '-' for "
-            "standard output (with mitmdump -q), or a file to append to. Empty: off.",
-        )
-        loader.add_option(
-            "chime_check_host",
-            str,
-            DEFAULT_CHECK_HOST,
-            "Host name the proxy answers itself (never forwarded): http://HOST/health for the "
-            "health probe. Must not be a Chime name.",
-        )
+        for spec in OPTIONS:  # every one a str: see options.py
+            loader.add_option(spec.name, str, spec.default, spec.help)
 
     def configure(self, updated: set[str]) -> None:
         if "termlog_verbosity" in updated:
@@ -110,43 +79,35 @@ class ChimeHeaders:
             # dropped: most of this addon's per-connection cost. Emit them only when shown.
             shown = getattr(ctx.options, "termlog_verbosity", "debug")
             logger.setLevel(logging.DEBUG if shown == "debug" else logging.INFO)
-        if "chime_reload_interval" in updated:
-            try:
+        if updated & REFUSED_OPTIONS:
+            refused = refused_settings({name: getattr(ctx.options, name, None) for name in updated})
+            if refused:
+                raise exceptions.OptionsError("\n".join(str(setting) for setting in refused))
+        try:
+            if "chime_reload_interval" in updated:
                 self.watcher.interval = parse_reload_interval(ctx.options.chime_reload_interval)
-            except ValueError as error:
-                raise exceptions.OptionsError(str(error)) from None
-        if "chime_websocket_relay" in updated:
-            if ctx.options.chime_websocket_relay not in WEBSOCKET_RELAYS:
-                raise exceptions.OptionsError(
-                    f"chime_websocket_relay must be one of {', '.join(WEBSOCKET_RELAYS)}, "
-                    f"not {ctx.options.chime_websocket_relay!r}"
-                )
-            self.websocket_relay = ctx.options.chime_websocket_relay
+            if "chime_websocket_relay" in updated:
+                self.websocket_relay = parse_websocket_relay(ctx.options.chime_websocket_relay)
+            if "chime_check_host" in updated:
+                self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
+            if "chime_allowlist" in updated or not self.current.loaded:
+                allowlist = parse_allowlist_option(ctx.options.chime_allowlist)
+        except ValueError as error:
+            raise exceptions.OptionsError(str(error)) from None
         if "chime_log_json" in updated:
             self._configure_json_log(ctx.options.chime_log_json)
         if "chime_metrics" in updated:
             self._configure_metrics(ctx.options.chime_metrics)
-        if "chime_check_host" in updated:
-            try:
-                self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
-            except ValueError as error:
-                raise exceptions.OptionsError(str(error)) from None
-        if updated & {"ignore_hosts", "allow_hosts"} and (
-            ctx.options.ignore_hosts or ctx.options.allow_hosts
-        ):
-            # Either would let mitmproxy pass a Chime connection through raw, without headers.
-            raise exceptions.OptionsError(
-                "chime_headers decides itself which connections to intercept; "
-                "ignore_hosts and allow_hosts could send Chime traffic without the headers"
-            )
         if "chime_allowlist" in updated or not self.current.loaded:
-            path = Path(ctx.options.chime_allowlist).expanduser()
+            path = Path(allowlist).expanduser()
             try:
-                policy = load_policy(path)
+                policy = self.watcher.deadline.call(lambda: load_policy(path))
             except ConfigError as error:
                 raise exceptions.OptionsError(
                     f"chime_allowlist: invalid configuration:\n{error}"
                 ) from None
+            except ReadTimeout as error:
+                raise exceptions.OptionsError(f"chime_allowlist: {path}: {error}") from None
             self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
 
     def _configure_json_log(self, text: str) -> None:
@@ -233,6 +194,9 @@ class ChimeHeaders:
             self.endpoint.answer(flow)
             return
         await self.injector.requestheaders(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.injector.request(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.injector.response(flow)

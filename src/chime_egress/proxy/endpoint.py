@@ -23,36 +23,16 @@ from mitmproxy import http
 from .. import __version__
 from ..policy.allowlist import ENFORCE
 from ..policy.compiled import Policy
-from ..policy.ranges import canonical_host, is_chime_name
+from ..policy.ranges import canonical_host
 from .current import CurrentPolicy
+from .options import DEFAULT_CHECK_HOST
 
 logger = logging.getLogger("chime_egress")
 
-DEFAULT_CHECK_HOST = "chime-egress.invalid"
 HEALTH_PATH = "/health"
 
 # The AppKeys of the shipped example allowlist: enforcing exactly these refuses every real app.
 EXAMPLE_APP_KEYS = frozenset({"ExampleAppKey1", "ExampleAppKey2"})
-
-
-def parse_check_host(text: str) -> str:
-    """The chime_check_host option: a host name the proxy answers itself; never a Chime name."""
-    host = canonical_host(text.strip())
-    labels = host.split(".")
-    if (
-        not host
-        or len(host) > 253
-        or not all(
-            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-            for label in labels
-        )
-    ):
-        raise ValueError(f"chime_check_host: {text!r} is not a host name")
-    if is_chime_name(host):
-        raise ValueError(
-            f"chime_check_host: {text!r} is a Chime name; its requests must reach Chime"
-        )
-    return host
 
 
 def example_problem(policy: Policy) -> str | None:

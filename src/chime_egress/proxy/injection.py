@@ -101,13 +101,41 @@ class Injector:
         if stripped:
             stripped_counter = self.metrics.client_headers_stripped
             self.metrics.child(stripped_counter, client_policy.name).inc(stripped)
-        is_h2 = flow.request.is_http2 or flow.request.is_http3
-        for name, value in client_policy.http2_headers if is_h2 else client_policy.http1_headers:
+        for name, value in _header_lines(flow, client_policy):
             headers[name] = value
         # Saved flows (-w) must stay serializable: only text in metadata, the policy beside it.
         flow.metadata[INJECTED_NETWORK] = client_policy.name
         self._injected[flow] = client_policy
         self.metrics.child(self.metrics.requests_injected, client_policy.name).inc()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """The last word before the request leaves: the headers must still be exactly ours.
+
+        The addon is the last in mitmproxy's chain (`resident.py`, `launcher.py`), so this runs
+        after every other addon's request hook, modify_headers and other scripts included.
+        """
+        client_policy = self._injected.get(flow)
+        if client_policy is None:
+            return
+        try:
+            headers = flow.request.headers
+            lines = _header_lines(flow, client_policy)
+            wanted = {name.lower(): [value] for name, value in lines}
+            if all(
+                headers.get_all(name) == wanted.get(name.lower(), []) for name in CHIME_HEADER_NAMES
+            ):
+                return
+            logger.warning(
+                f"chime: another addon changed the Chime headers of a request to "
+                f"{flow.request.pretty_host}; restoring the configured ones",
+                extra=fields("headers_restored", host=flow.request.pretty_host),
+            )
+            for name in CHIME_HEADER_NAMES:
+                headers.pop(name, None)
+            for name, value in lines:
+                headers[name] = value
+        except Exception:
+            self._refuse(flow, "cannot check the Chime headers before sending")
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and flow.response.status_code == 403:
@@ -143,3 +171,11 @@ class Injector:
                 response=excerpt or None,
             ),
         )
+
+
+def _is_h2(flow: http.HTTPFlow) -> bool:
+    return flow.request.is_http2 or flow.request.is_http3
+
+
+def _header_lines(flow: http.HTTPFlow, client_policy: ClientPolicy) -> tuple[tuple[str, str], ...]:
+    return client_policy.http2_headers if _is_h2(flow) else client_policy.http1_headers

@@ -1,9 +1,11 @@
 """Reload watching: an edited allowlist or ranges file takes effect without a restart.
 
 The files are compared by a cheap signature every interval; a change is loaded once the files
-have held still for one interval (an editor or `ranges update` may still be writing), in a thread
-so the event loop keeps serving. A reload that fails keeps the last good policy in force and is
-not retried until the files change again.
+have held still for one interval (an editor or `ranges update` may still be writing). Both the
+signature and the load run in a thread with a deadline (`reading.Deadline`), so neither a hung
+network mount nor anything else on the files can stall the event loop or shutdown. A reload that
+fails keeps the last good policy in force; an invalid file is not retried until it changes
+again, a read that timed out is tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -18,21 +20,9 @@ from ..policy.compiled import FilesSignature, Policy, files_signature, load_poli
 from .current import CurrentPolicy
 from .jsonlog import fields
 from .metrics import Metrics
+from .reading import Deadline, ReadTimeout
 
 logger = logging.getLogger("chime_egress")
-
-DEFAULT_RELOAD_INTERVAL = "1"
-
-
-def parse_reload_interval(text: str) -> float:
-    """Seconds between checks of the allowlist files; a str option so a typo cannot unload us."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"chime_reload_interval must be seconds, not {text!r}") from None
-    if not 0.05 <= seconds <= 5:
-        raise ValueError("chime_reload_interval must be between 0.05 and 5 seconds")
-    return seconds
 
 
 class ReloadWatcher:
@@ -45,8 +35,10 @@ class ReloadWatcher:
         self.current = current
         self.metrics = metrics
         self.publish = publish
-        self.interval = float(DEFAULT_RELOAD_INTERVAL)
+        self.interval = 1.0  # seconds; the addon sets chime_reload_interval's value
+        self.deadline = Deadline()
         self._task: asyncio.Task[None] | None = None
+        self._unreadable: str | None = None  # the last failure to check the files, logged once
 
     def start(self) -> None:
         if self._task is None:
@@ -66,17 +58,34 @@ class ReloadWatcher:
             if not self.current.loaded:
                 continue
             policy = self.current.policy
-            current = files_signature(policy.sources)
-            if current in (policy.loaded_signature, failed):
+            current = await self._signature(policy)
+            if current is None or current in (policy.loaded_signature, failed):
                 continue
             if current != seen:  # still being written, perhaps: look again next round
                 seen = current
                 continue
-            failed = None if await self._reload(policy.allowlist.path) else current
+            outcome = await self._reload(policy.allowlist.path)
+            failed = current if outcome is False else None
 
-    async def _reload(self, path: Path) -> bool:
+    async def _signature(self, policy: Policy) -> FilesSignature | None:
+        sources = policy.sources
         try:
-            policy = await asyncio.to_thread(load_policy, path)
+            signature = await self.deadline.run(lambda: files_signature(sources))
+        except ReadTimeout as error:
+            problem = f"cannot check {', '.join(map(str, sources))} for edits: {error}"
+            if problem != self._unreadable:
+                logger.error(f"chime: {problem}; keeping the configuration in force")
+                self._unreadable = problem
+            return None
+        if self._unreadable is not None:
+            logger.info("chime: the allowlist files can be checked for edits again")
+            self._unreadable = None
+        return signature
+
+    async def _reload(self, path: Path) -> bool | None:
+        """True: published; False: the files are invalid; None: not read in time, try again."""
+        try:
+            policy = await self.deadline.run(lambda: load_policy(path))
         except Exception as error:
             self.metrics.reloads.labels("failed").inc()
             self.metrics.config_file_invalid.set(1)
@@ -86,6 +95,13 @@ class ReloadWatcher:
                     f"chime: reload failed; keeping the last good configuration:\n{error}",
                     extra=facts,
                 )
+            elif isinstance(error, ReadTimeout):
+                logger.error(
+                    f"chime: reload failed: {path}: {error}; keeping the last good "
+                    "configuration and trying again",
+                    extra=facts,
+                )
+                return None
             else:
                 logger.exception(
                     "chime: reload failed; keeping the last good configuration", extra=facts

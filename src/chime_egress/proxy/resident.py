@@ -1,0 +1,100 @@
+"""Keeping the addon in force for the whole life of the process, whatever happens to `-s` scripts.
+
+mitmproxy watches every `-s` script and unloads it when the file changes, breaks or disappears
+(for good, in the last case); a proxy whose addon is unloaded goes on decrypting and forwarding
+Chime traffic without the headers. So the entry script does not hold the addon: on its first load
+it registers the addon with mitmproxy's master directly, where no script reload can reach it, and
+keeps only a small watcher of its own that says in the log when mitmproxy unloads the script.
+Loading the script again finds the addon in place and leaves it as it is (new code takes effect
+at the next start, as Python's imports are cached anyway).
+
+Registered this way the addon is also the last in mitmproxy's chain, so its request hook has the
+last word on the headers (`injection.Injector.request`).
+
+A start-up that cannot succeed (an invalid allowlist, an unknown chime_* option, a refused
+mitmproxy setting) ends the process with the message alone and exit code 1, before mitmproxy
+starts listening: an admin sees one clear error, not a traceback and a proxy that then exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, Protocol
+
+from mitmproxy import ctx, exceptions, hooks
+
+from .options import unknown_options
+
+logger = logging.getLogger("chime_egress")
+
+
+class _Addon(Protocol):
+    name: str
+
+
+def stop_start_up(message: str) -> NoReturn:
+    """End the process before it serves anything: the message on stderr, then exit code 1.
+
+    SystemExit is not an Exception: mitmproxy's script loader lets it through, and it ends the
+    event loop, and the process, with that code.
+    """
+    print(f"chime-egress: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def install(script: str, make_addon: Callable[[], _Addon], label: str) -> list[object]:
+    """The `addons` of an entry script: an anchor that registers the addon with the master once.
+
+    The registration happens in the anchor's first `configure`, which mitmproxy calls right after
+    loading the script: raised during the import itself, the SystemExit of a failed start-up
+    would be swallowed by mitmproxy 11's script loader (a `return` in its `finally`).
+    """
+    return [ScriptAnchor(script, make_addon, label)]
+
+
+class ScriptAnchor:
+    """In the script's namespace: registers the addon once, and reports the script's unload."""
+
+    def __init__(self, script: str, make_addon: Callable[[], _Addon], label: str) -> None:
+        self.script = script
+        self.make_addon = make_addon
+        self.label = label
+        self.anchored = False
+
+    def configure(self, updated: set[str]) -> None:
+        if self.anchored:
+            return
+        self.anchored = True
+        master = ctx.master
+        addon = self.make_addon()
+        if master.addons.get(addon.name) is not None:
+            logger.info(
+                f"{self.label}: {self.script} loaded again; the addon loaded at start-up stays "
+                "in force as it is (changes to its code take effect at the next start)"
+            )
+            return
+        try:
+            master.addons.add(addon)  # its options are known from here on
+            known = master.options.keys()
+            if problems := unknown_options(master.options.deferred, known):
+                raise exceptions.OptionsError("\n".join(problems))
+            # mitmproxy configures a script's own addons after loading it; this one is not the
+            # script's, so it is configured here, with every option, as at start-up.
+            master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(known)))
+        except exceptions.OptionsError as error:
+            stop_start_up(str(error))
+        loader = master.addons.get("scriptloader")
+        if loader is not None and loader.is_running:
+            # Loaded by a change of the scripts option at run time: mitmproxy runs already.
+            master.addons.invoke_addon_sync(addon, hooks.RunningHook())
+
+    def done(self) -> None:
+        master = getattr(ctx, "master", None)
+        if master is None or master.should_exit.is_set():
+            return  # the process is stopping: nothing to report
+        logger.warning(
+            f"{self.label}: mitmproxy unloaded {self.script} (edited, broken or removed); the "
+            "addon loaded at start-up stays in force, unchanged, until the process restarts"
+        )
