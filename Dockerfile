@@ -1,4 +1,4 @@
-# chime-egress: mitmdump with the Chime headers addon, as a container.
+# chime-egress: the egress proxy (mitmdump with the Chime headers addon built in), as a container.
 #
 #   docker build -t chime-egress .
 #   docker run -p 8080:8080 -v "$PWD/config:/config:ro" -v chime-ca:/home/mitmproxy/.mitmproxy chime-egress
@@ -35,8 +35,6 @@ RUN groupadd --system --gid ${UID} mitmproxy \
     && install -d -m 0755 /config
 
 COPY --from=build /opt/chime-egress /opt/chime-egress
-# The -s entry script. /app/src does not exist, so it imports the installed chime_egress package.
-COPY addon/chime_headers.py /app/addon/chime_headers.py
 
 ENV PATH=/opt/chime-egress/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -60,8 +58,9 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["chime-egress", "health", "--quiet", "--proxy", "127.0.0.1:8080", "--timeout", "5"]
 
 # Logs go to stdout (mitmdump's default). docker-compose.yml runs this same command.
-CMD ["mitmdump", \
-     "-s", "/app/addon/chime_headers.py", \
+# `chime-egress run` is mitmdump with the addon registered directly: no watched -s script that a
+# reload or a missing file could unload, and start-up errors end it before it listens.
+CMD ["chime-egress", "run", \
      "--listen-port", "8080", \
      "--set", "confdir=/home/mitmproxy/.mitmproxy", \
      "--set", "chime_allowlist=/config/allowlist.yaml", \

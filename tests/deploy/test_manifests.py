@@ -77,7 +77,7 @@ def test_runs_as_non_root_with_ca_volume_and_config_folder() -> None:
     assert any(CONTAINER_CONFDIR in volume for volume in instruction("VOLUME"))
     [cmd] = instruction("CMD")
     command = json.loads(cmd)
-    assert command[0] == "mitmdump"
+    assert command[:2] == ["chime-egress", "run"]  # the launcher: no watched -s script
     assert f"confdir={CONTAINER_CONFDIR}" in command
     assert "chime_allowlist=/config/allowlist.yaml" in command
 

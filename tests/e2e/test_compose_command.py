@@ -3,15 +3,14 @@
 Containers cannot run here, so the service's `command` is taken from docker-compose.yml and run
 with only its container paths swapped for local ones:
 
-  mitmdump                         -> this virtualenv's mitmdump (the image's is on PATH)
-  /app/addon/chime_headers.py      -> addon/chime_headers.py of this repository
+  chime-egress                     -> this virtualenv's chime-egress (the image's is on PATH)
   /home/mitmproxy/.mitmproxy       -> a fresh temporary confdir (the CA volume)
   /config/allowlist.yaml           -> a temporary copy of ./config (the read-only mount), identical
                                       but for `cidrs: [127.0.0.2/32]`, which makes the test server
                                       a Chime address
   8080                             -> a free loopback port
 
-plus what keeps the test on loopback and lets mitmdump trust the test servers' CA
+plus what keeps the test on loopback and lets the proxy trust the test servers' CA
 (`--listen-host 127.0.0.1`, `ssl_verify_upstream_trusted_ca`). The health check command is taken
 from the compose file too and run against that proxy.
 """
@@ -33,7 +32,7 @@ import yaml
 from chime_egress.policy.compiled import load_policy
 from tests.support.asserts import assert_chime_headers, assert_no_chime_headers_added
 from tests.support.clients import curl
-from tests.support.proxy import ADDON_SCRIPT, MITMDUMP, MitmdumpProcess, clean_env
+from tests.support.proxy import MitmdumpProcess, clean_env
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
 
@@ -42,7 +41,6 @@ COMPOSE = ROOT / "docker-compose.yml"
 SERVICE = "chime-egress"
 CONTAINER_CONFDIR = "/home/mitmproxy/.mitmproxy"
 CONTAINER_CONFIG = "/config"
-CONTAINER_SCRIPT = "/app/addon/chime_headers.py"
 CONTAINER_PORT = "8080"
 CONTAINER_METRICS = "chime_metrics=0.0.0.0:9108"
 
@@ -56,12 +54,8 @@ def compose_service() -> dict[str, Any]:
 def localize(
     argument: str, *, config: Path, confdir: Path, port: int, metrics_port: int = 0
 ) -> str:
-    if argument == "mitmdump":
-        return str(MITMDUMP)
     if argument == "chime-egress":
         return str(Path(sys.executable).parent / "chime-egress")
-    if argument == CONTAINER_SCRIPT:
-        return str(ADDON_SCRIPT)
     if argument == CONTAINER_PORT:
         return str(port)
     if argument == CONTAINER_METRICS:  # loopback only: no other address is ever used here
