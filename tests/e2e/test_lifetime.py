@@ -9,6 +9,7 @@ traceback, no "listening" line, exit code 1.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.asserts import assert_chime_headers
-from tests.support.clients import CurlResult, curl
+from tests.support.clients import CurlResult, curl, get_json, header_values, https_connection
 from tests.support.config import App, write_config
 from tests.support.proxy import (
     ADDON_SCRIPT,
@@ -165,6 +166,7 @@ def test_package_that_cannot_load_again_leaves_the_addon_in_force(
 
 START_UP_FAULTS = {
     "empty-allowlist-option": (["--set", "chime_allowlist="], "chime_allowlist is empty"),
+    "allowlist-option-without-value": (["--set", "chime_allowlist"], "chime_allowlist"),
     "typo-in-option-name": (
         ["--set", "chime_allowlis=/etc/chime/allowlist.yaml"],
         "unknown option chime_allowlis; did you mean chime_allowlist?",
@@ -199,7 +201,9 @@ def test_start_up_faults_end_the_process_with_the_message_alone(
     rc, output = run_expect_failure(
         confdir=mitm_confdir,
         script=entry_script(entry, shim),
-        allowlist=None if fault == "empty-allowlist-option" else allowlist,
+        allowlist=None
+        if fault.startswith("empty-allowlist-option") or "without-value" in fault
+        else allowlist,
         extra_args=extra_args,
         cwd=tmp_path,
     )
@@ -408,3 +412,25 @@ def test_launcher_runs_from_the_installed_package_alone(
         assert_enforced(proxy, chime_server, "through the installed launcher")
     finally:
         proxy.stop()
+
+
+def test_connections_made_before_the_addon_are_closed_when_it_arrives(
+    proxy_launcher: ProxyLauncher, allowlist: Path, shim: Path, chime_server: EchoServer
+) -> None:
+    """A proxy that ran without the addon gets it through the scripts option at run time."""
+    bare = proxy_launcher.start(
+        None, script=CONTROL, extra_args=["--set", f"chime_allowlist={allowlist}"]
+    )
+    with https_connection(
+        proxy_port=bare.port, host=chime_server.host, port=chime_server.port, cacert=bare.ca_cert
+    ) as conn:
+        status, body = get_json(conn, "/before")
+        assert status == 200 and header_values(body, "X-Amzn-Chime-App-Keys") == []
+        both = quote(f"scripts={CONTROL}", safe="") + "&" + quote(f"scripts={shim}", safe="")
+        # The answer may not come back: the control request's own connection is one of those
+        # the arriving addon closes.
+        curl(f"http://control.invalid/set?{both}", proxy_port=bare.port)
+        bare.wait_for_log(r"closed \d+ connection\(s\) accepted before the addon was in force")
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            get_json(conn, "/after-on-the-old-connection")
+    assert_enforced(bare, chime_server, "once the addon arrived")

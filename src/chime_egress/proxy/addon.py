@@ -190,7 +190,11 @@ class ChimeHeaders:
         self.observer.client_disconnected(client)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if self.endpoint.handles(flow):
+        try:
+            own = self.endpoint.handles(flow)
+        except Exception:  # a request the check cannot read is not ours: the injector judges it
+            own = False
+        if own:
             self.endpoint.answer(flow)
             return
         await self.injector.requestheaders(flow)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from mitmproxy import ctx, exceptions, hooks
 
@@ -89,6 +89,7 @@ class ScriptAnchor:
         if loader is not None and loader.is_running:
             # Loaded by a change of the scripts option at run time: mitmproxy runs already.
             master.addons.invoke_addon_sync(addon, hooks.RunningHook())
+        close_connections_made_without(master, self.label)
 
     def done(self) -> None:
         master = getattr(ctx, "master", None)
@@ -97,4 +98,22 @@ class ScriptAnchor:
         logger.warning(
             f"{self.label}: mitmproxy unloaded {self.script} (edited, broken or removed); the "
             "addon loaded at start-up stays in force, unchanged, until the process restarts"
+        )
+
+
+def close_connections_made_without(master: Any, label: str) -> None:
+    """Close the connections the proxy accepted before the addon was in force.
+
+    They were routed, and may have been decrypted, without it: a long-lived one (a WebSocket,
+    an HTTP/2 connection) would go on carrying requests without the headers. Closed, its client
+    reconnects through the addon. At an ordinary start-up there are none.
+    """
+    server = master.addons.get("proxyserver")
+    handlers = list(getattr(server, "connections", {}).values())
+    for handler in handlers:
+        handler.close_connection(handler.client)
+    if handlers:
+        logger.warning(
+            f"{label}: closed {len(handlers)} connection(s) accepted before the addon was in "
+            "force; their clients reconnect through it"
         )

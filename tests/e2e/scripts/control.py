@@ -1,8 +1,9 @@
 """A test-only mitmproxy script: changes options at run time, as mitmproxy's `set` command does.
 
-`GET http://control.invalid/set?SPEC` (SPEC like `tcp_hosts=.*`, URL-encoded) applies SPEC with
-`ctx.options.set` (what the console's and mitmweb's `set` use) and answers 200 with the option's
-value afterwards, or 409 with mitmproxy's error when the change was refused (and rolled back).
+`GET http://control.invalid/set?SPEC[&SPEC...]` (SPEC like `tcp_hosts=.*`, URL-encoded; repeat
+a sequence option's SPEC for each item) applies them with `ctx.options.set` (what the console's
+and mitmweb's `set` use) and answers 200 with the option's value afterwards, or 409 with
+mitmproxy's error when the change was refused (and rolled back).
 """
 
 import json
@@ -17,10 +18,10 @@ class Control:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.request.pretty_host != HOST or not flow.request.path.startswith("/set?"):
             return
-        spec = unquote(flow.request.path.split("?", 1)[1])
-        name = spec.split("=", 1)[0]
+        specs = [unquote(part) for part in flow.request.path.split("?", 1)[1].split("&")]
+        name = specs[0].split("=", 1)[0]
         try:
-            ctx.options.set(spec)
+            ctx.options.set(*specs)
         except exceptions.OptionsError as error:
             status, outcome = 409, str(error)
         else:
