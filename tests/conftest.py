@@ -16,11 +16,17 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.config import write_allowlist as _write_allowlist
 from tests.support.proxy import MITMDUMP, MitmdumpProcess, ProxyLauncher
 from tests.support.servers import EchoServer
 from tests.support.tls import TestCA
+
+# No per-example deadline: on a shared machine a slow example is not a failure (timing belongs in
+# the benchmarks), and a flaky deadline would hide the real verdict of the property.
+settings.register_profile("chime-egress", deadline=None)
+settings.load_profile("chime-egress")
 
 CHIME_IP = "127.0.0.2"
 OTHER_IP = "127.0.0.3"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import command, connection, ctx, exceptions, http
@@ -23,7 +24,15 @@ from mitmproxy.proxy import layer
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from .current import CurrentPolicy
-from .endpoint import ProxyEndpoint
+from .drain import Drain, parse_drain_seconds
+from .endpoint import (
+    LIVE_PATH,
+    READY_PATH,
+    Answer,
+    ProxyEndpoint,
+    health_answer,
+    live_answer,
+)
 from .injection import INJECTED_NETWORK, Injector
 from .jsonlog import fields, open_json_log, parse_json_log_target
 from .metrics import Metrics, MetricsServer, parse_listen_address
@@ -58,7 +67,8 @@ class ChimeHeaders:
         self.router = Router(self.current, self.metrics, self.observer)
         self.injector = Injector(self.router, self.metrics)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
-        self.endpoint = ProxyEndpoint(self.current)
+        self.drain = Drain()
+        self.endpoint = ProxyEndpoint(self.current, lambda: self.drain.draining)
         self.websocket_relay = "tcp"
         self._json_handler: logging.Handler | None = None
 
@@ -90,6 +100,8 @@ class ChimeHeaders:
                 self.websocket_relay = parse_websocket_relay(ctx.options.chime_websocket_relay)
             if "chime_check_host" in updated:
                 self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
+            if "chime_drain_seconds" in updated:
+                self.drain.seconds = parse_drain_seconds(ctx.options.chime_drain_seconds)
             if "chime_allowlist" in updated or not self.current.loaded:
                 allowlist = parse_allowlist_option(ctx.options.chime_allowlist)
         except ValueError as error:
@@ -136,7 +148,7 @@ class ChimeHeaders:
         if address is None:
             return
         try:
-            self.metrics_server = MetricsServer(self.metrics, *address)
+            self.metrics_server = MetricsServer(self.metrics, *address, probes=self._probes())
         except OSError as error:
             raise exceptions.OptionsError(
                 f"chime_metrics: cannot listen on {text}: {error.strerror or error}"
@@ -144,6 +156,13 @@ class ChimeHeaders:
         host, port = address
         shown = f"[{host}]" if ":" in host else host
         logger.info(f"chime: metrics at http://{shown}:{port}/metrics")
+
+    def _probes(self) -> dict[str, Callable[[], tuple[int, bytes]]]:
+        def encoded(answer: Answer) -> tuple[int, bytes]:
+            return answer.status, json.dumps(answer.document, sort_keys=True).encode() + b"\n"
+
+        ready = lambda: encoded(health_answer(self.current, self.drain.draining))  # noqa: E731
+        return {READY_PATH: ready, LIVE_PATH: lambda: encoded(live_answer())}
 
     def _publish(self, policy: Policy, message: str) -> None:
         self.current.publish(policy)
@@ -162,6 +181,7 @@ class ChimeHeaders:
 
     def running(self) -> None:
         self.watcher.start()
+        self.drain.install(ctx.master)
 
     def done(self) -> None:
         self.watcher.stop()

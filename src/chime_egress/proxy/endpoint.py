@@ -30,6 +30,8 @@ from .options import DEFAULT_CHECK_HOST
 logger = logging.getLogger("chime_egress")
 
 HEALTH_PATH = "/health"
+READY_PATH = "/ready"  # 503 while draining: a load balancer stops sending new clients
+LIVE_PATH = "/live"  # 200 while the process answers, draining or not
 
 # The AppKeys of the shipped example allowlist: enforcing exactly these refuses every real app.
 EXAMPLE_APP_KEYS = frozenset({"ExampleAppKey1", "ExampleAppKey2"})
@@ -54,13 +56,47 @@ class Answer:
     document: dict[str, Any]
 
 
+def health_answer(current: CurrentPolicy, draining: bool) -> Answer:
+    """The addon's state: 200 when it is in force with a usable policy and accepting clients."""
+    problems: list[str] = []
+    document: dict[str, Any] = {"addon": "chime_headers", "version": __version__}
+    if not current.loaded:
+        problems.append("no allowlist is loaded")
+    else:
+        policy = current.policy
+        document["allowlist"] = str(policy.allowlist.path)
+        document["summary"] = policy.summary()
+        if policy.ranges is not None:
+            document["ranges_sync_token"] = policy.ranges.sync_token
+        loaded_at = current.published_at
+        if loaded_at is not None:
+            document["config_age_seconds"] = round(time.time() - loaded_at, 3)
+        if problem := example_problem(policy):
+            problems.append(problem)
+    if draining:
+        problems.append("draining: shutting down, not accepting new clients")
+    document["draining"] = draining
+    document["status"] = "unhealthy" if problems else "healthy"
+    document["problems"] = problems
+    return Answer(503 if problems else 200, document)
+
+
+def live_answer() -> Answer:
+    return Answer(200, {"addon": "chime_headers", "version": __version__, "status": "live"})
+
+
 class ProxyEndpoint:
     """Answers requests for the check host from the addon's state; nothing is forwarded."""
 
-    def __init__(self, current: CurrentPolicy) -> None:
+    def __init__(self, current: CurrentPolicy, draining: Callable[[], bool]) -> None:
         self.current = current
+        self.draining = draining
         self.host = DEFAULT_CHECK_HOST
-        self._paths: dict[str, Callable[[http.HTTPFlow], Answer]] = {HEALTH_PATH: self._health}
+        self._paths: dict[str, Callable[[http.HTTPFlow], Answer]] = {
+            HEALTH_PATH: self._health,
+            READY_PATH: self._health,
+            LIVE_PATH: lambda flow: live_answer(),
+        }
 
     def handles(self, flow: http.HTTPFlow) -> bool:
         return canonical_host(flow.request.pretty_host) == self.host
@@ -83,21 +119,4 @@ class ProxyEndpoint:
         )
 
     def _health(self, flow: http.HTTPFlow) -> Answer:
-        problems: list[str] = []
-        document: dict[str, Any] = {"addon": "chime_headers", "version": __version__}
-        if not self.current.loaded:
-            problems.append("no allowlist is loaded")
-        else:
-            policy = self.current.policy
-            document["allowlist"] = str(policy.allowlist.path)
-            document["summary"] = policy.summary()
-            if policy.ranges is not None:
-                document["ranges_sync_token"] = policy.ranges.sync_token
-            loaded_at = self.current.published_at
-            if loaded_at is not None:
-                document["config_age_seconds"] = round(time.time() - loaded_at, 3)
-            if problem := example_problem(policy):
-                problems.append(problem)
-        document["status"] = "unhealthy" if problems else "healthy"
-        document["problems"] = problems
-        return Answer(503 if problems else 200, document)
+        return health_answer(self.current, self.draining())

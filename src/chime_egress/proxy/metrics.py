@@ -6,10 +6,14 @@ tests, never share counts, and /metrics shows only the proxy's own series.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
 from ..policy.client_policy import ClientPolicies
@@ -177,12 +181,50 @@ def parse_listen_address(text: str) -> tuple[str, int] | None:
 
 
 class MetricsServer:
-    """prometheus_client's /metrics HTTP server on its own thread, stoppable on reconfigure."""
+    """/metrics, and the /ready and /live probes, over HTTP on a thread of their own.
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    The probes are here as well as on the proxy port because a draining proxy closes its
+    listening sockets at once: a load balancer's or Kubernetes' readiness check must still get a
+    clear 503 from somewhere, and the liveness check a 200, until the process exits.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        probes: Mapping[str, Callable[[], tuple[int, bytes]]] | None = None,
+    ) -> None:
         self.address = (host, port)
+        registry = metrics.registry
+        routes = dict(probes or {})
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path in routes:
+                    status, body = routes[path]()
+                    kind = "application/json"
+                else:
+                    status, body, kind = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes and probes every few seconds: not for the proxy's log
+
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         # Raises OSError when the port is taken: the admin asked for metrics, so start-up fails.
-        self._server, self._thread = start_http_server(port, host, registry=metrics.registry)
+        self._server = server_class((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="chime-egress metrics", daemon=True
+        )
+        self._thread.start()
 
     @property
     def port(self) -> int:
@@ -192,3 +234,7 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6

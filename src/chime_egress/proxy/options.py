@@ -65,6 +65,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "standard output (with mitmdump -q), or a file to append to. Empty: off.",
     ),
     OptionSpec(
+        "chime_drain_seconds",
+        "20",
+        "On SIGTERM or SIGINT: stop accepting at once, let open connections go on for up to this "
+        "many seconds (0 to 3600), then close them and exit 0. A second signal exits at once.",
+    ),
+    OptionSpec(
         "chime_check_host",
         DEFAULT_CHECK_HOST,
         "Host name the proxy answers itself (never forwarded): http://HOST/health for the health "

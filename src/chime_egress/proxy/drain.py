@@ -1,0 +1,135 @@
+"""Graceful shutdown: on SIGTERM or SIGINT, stop accepting, let meetings finish, then exit 0.
+
+Kubernetes and compose send SIGTERM once, wait their grace period, then SIGKILL. mitmproxy's own
+handler only asks the event loop to stop; with many connections open it can take many seconds,
+or never finish, and every connection is cut at once either way. So the addon takes both signals:
+
+1. at once: the listening sockets close (a load balancer's next connection attempt fails and goes
+   to another replica) and the readiness answer turns 503;
+2. open connections go on until they end by themselves, up to `chime_drain_seconds`;
+3. whatever is left is closed (the Chime SDK reconnects its signaling WebSocket, to a replica
+   that is accepting), and mitmproxy is asked to stop;
+4. a watchdog ends the process, with the same exit code, if mitmproxy's own shutdown has not
+   finished a few seconds later: the process never outlives the drain by more than that.
+
+A second signal during the drain exits at once (exit code 128 + the signal's number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from .jsonlog import fields
+
+logger = logging.getLogger("chime_egress")
+
+DEFAULT_DRAIN_SECONDS = "20"
+MAX_DRAIN_SECONDS = 3600.0
+# After the drain, how long mitmproxy's own shutdown may take before the watchdog ends it.
+SHUTDOWN_GRACE_SECONDS = 5.0
+_POLL_SECONDS = 0.1
+
+
+def parse_drain_seconds(text: str) -> float:
+    """chime_drain_seconds: how long open connections may go on after SIGTERM (0 to 3600)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"chime_drain_seconds must be seconds, not {text!r}") from None
+    if not 0 <= seconds <= MAX_DRAIN_SECONDS:  # also refuses nan
+        raise ValueError(f"chime_drain_seconds must be between 0 and {MAX_DRAIN_SECONDS:g}")
+    return seconds
+
+
+class Drain:
+    def __init__(self) -> None:
+        self.seconds = float(DEFAULT_DRAIN_SECONDS)
+        self.draining = False
+        self.started: float | None = None  # time.monotonic() of the first signal
+        self._task: asyncio.Task[None] | None = None
+        self._master: Any = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether new clients are welcome: False from the first signal on."""
+        return not self.draining
+
+    def install(self, master: Any) -> None:
+        """Take SIGTERM and SIGINT from mitmproxy (called in `running`, on the event loop)."""
+        self._master = master
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Replaces mitmproxy's own handler (which only stops the event loop).
+            loop.add_signal_handler(signum, self.on_signal, signum)
+
+    def on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.draining:
+            logger.warning(f"chime: {name} again while draining: exiting now")
+            _exit(128 + signum)
+        self.draining = True
+        self.started = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._drain(name))
+
+    async def _drain(self, name: str) -> None:
+        server = self._master.addons.get("proxyserver")
+        try:
+            await server.servers.update([])  # close every listening socket
+        except Exception:
+            logger.exception("chime: cannot close the listening sockets; draining anyway")
+        open_now = len(server.connections)
+        logger.info(
+            f"chime: {name}: draining: no longer accepting; {open_now} open connection(s) may "
+            f"go on for up to {self.seconds:g} s",
+            extra=fields("drain_started", connections=open_now, deadline_seconds=self.seconds),
+        )
+        assert self.started is not None
+        deadline = self.started + self.seconds
+        while server.connections and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_SECONDS)
+        left = list(server.connections.values())
+        for handler in left:
+            handler.close_connection(handler.client)
+        elapsed = time.monotonic() - self.started
+        logger.info(
+            f"chime: drained in {elapsed:.1f} s: {open_now - len(left)} connection(s) ended by "
+            f"themselves, {len(left)} closed at the deadline; stopping",
+            extra=fields(
+                "drain_finished",
+                seconds=round(elapsed, 3),
+                ended=open_now - len(left),
+                closed=len(left),
+            ),
+        )
+        if left:
+            await asyncio.sleep(_POLL_SECONDS)  # let the closes reach the clients
+        _start_watchdog(SHUTDOWN_GRACE_SECONDS)
+        self._master.shutdown()
+
+
+def _start_watchdog(seconds: float) -> None:
+    def end() -> None:
+        logger.warning(
+            f"chime: mitmproxy's shutdown did not finish {seconds:g} s after the drain; exiting"
+        )
+        _exit(0)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+
+
+def _exit(code: int) -> None:
+    """End the process now: flush what was logged, skip what could hang."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream must not stop the exit
+            stream.flush()
+    os._exit(code)
