@@ -208,7 +208,8 @@ def test_scale_out_compose_file() -> None:
     assert re.fullmatch(r"haproxy:\d+\.\d+\.\d+-alpine", balancer["image"])
     haproxy = (SCALE_OUT.parent / "haproxy.cfg").read_text(encoding="utf-8")
     assert "mode tcp" in haproxy
-    assert re.search(r"server-template \w+ \d+ chime-egress:8080 ", haproxy)
+    assert re.search(r"server-template \w+ \d+ chime-egress:8080 check port 9108 ", haproxy)
+    assert "option httpchk GET /ready" in haproxy  # a draining replica is out at once
     assert balancer["ports"] == ["8080:8080"]
 
 
@@ -259,8 +260,19 @@ def test_deployment_service_configmap_agree() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     [container] = spec["template"]["spec"]["containers"]
     assert container["command"] == load(COMPOSE)["services"]["chime-egress"]["command"]
-    assert container["readinessProbe"]["exec"]["command"] == HEALTH
-    assert container["livenessProbe"]["exec"]["command"] == HEALTH
+    # Probes on the metrics port, which stays open while a drain has closed the proxy port.
+    metrics_port = next(port for port in container["ports"] if port["containerPort"] == 9108)
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/ready",
+        "port": metrics_port["name"],
+    }
+    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": metrics_port["name"]}
+    assert "chime_metrics=0.0.0.0:9108" in container["command"]
+    # The grace period covers the preStop pause, the default drain (20 s) and its 8 s bound.
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = 20
+    assert not any(arg.startswith("chime_drain_seconds=") for arg in container["command"])
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain + 8
     port_names = {port["name"] for port in container["ports"]}
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in port_names
@@ -331,3 +343,16 @@ def test_compose_config_with_docker() -> None:  # pragma: no cover - only where 
             check=False,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_haproxy_accepts_its_configuration() -> None:
+    """Debian's haproxy (installed by .ci/run) checks deploy/haproxy.cfg as it would load it."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(SCALE_OUT.parent / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

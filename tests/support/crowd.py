@@ -23,9 +23,7 @@ T = TypeVar("T")
 
 
 class Crowd:
-    def __init__(
-        self, url: str, *, proxy_port: int, cacert: Path, concurrency: int = 50
-    ) -> None:
+    def __init__(self, url: str, *, proxy_port: int, cacert: Path, concurrency: int = 50) -> None:
         self.url = url
         self.proxy = f"http://{LISTEN_HOST}:{proxy_port}"
         self.ssl = client_context(cacert, alpn=("http/1.1",))
@@ -67,11 +65,13 @@ class Crowd:
 
         self.connections += await asyncio.gather(*(one() for _ in range(count)))
 
-    def exchange(self, message: str = "still here", timeout: float = 120) -> int:
-        """Send `message` on every open WebSocket; how many echoed it back."""
-        return self._run(self._exchange(message), timeout)
+    def exchange(
+        self, message: str = "still here", timeout: float = 120, sample: int | None = None
+    ) -> int:
+        """Send `message` on every open WebSocket (or the first `sample`); how many echoed it."""
+        return self._run(self._exchange(message, sample), timeout)
 
-    async def _exchange(self, message: str) -> int:
+    async def _exchange(self, message: str, sample: int | None) -> int:
         async def one(connection: ClientConnection) -> bool:
             try:
                 await connection.send(message)
@@ -79,7 +79,8 @@ class Crowd:
             except Exception:
                 return False
 
-        results = await asyncio.gather(*(one(c) for c in self.connections))
+        chosen = self.connections if sample is None else self.connections[:sample]
+        results = await asyncio.gather(*(one(c) for c in chosen))
         return sum(results)
 
     def closed(self) -> int:

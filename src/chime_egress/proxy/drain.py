@@ -9,8 +9,9 @@ or never finish, and every connection is cut at once either way. So the addon ta
 2. open connections go on until they end by themselves, up to `chime_drain_seconds`;
 3. whatever is left is closed (the Chime SDK reconnects its signaling WebSocket, to a replica
    that is accepting), and mitmproxy is asked to stop;
-4. a watchdog ends the process, with the same exit code, if mitmproxy's own shutdown has not
-   finished a few seconds later: the process never outlives the drain by more than that.
+4. a watchdog, armed at the signal on a thread of its own, ends the process (exit code 0) if it
+   has not ended 8 seconds after the drain deadline: however busy the event loop, and whatever
+   mitmproxy's own shutdown does, the process exits within `chime_drain_seconds` + 8 s.
 
 A second signal during the drain exits at once (exit code 128 + the signal's number).
 """
@@ -33,7 +34,10 @@ logger = logging.getLogger("chime_egress")
 
 DEFAULT_DRAIN_SECONDS = "20"
 MAX_DRAIN_SECONDS = 3600.0
-# After the drain, how long mitmproxy's own shutdown may take before the watchdog ends it.
+# After the deadline's closes, how long the connections' own clean-up may take (mitmproxy's
+# handlers finish one by one), then mitmproxy's shutdown: the watchdog ends the process at the
+# drain deadline plus both, 8 s.
+CLOSE_GRACE_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.1
 
@@ -77,6 +81,9 @@ class Drain:
             _exit(128 + signum)
         self.draining = True
         self.started = time.monotonic()
+        # Armed now, on its own thread: however busy the event loop is with closing thousands of
+        # connections, the process ends by the documented bound.
+        _start_watchdog(self.seconds + CLOSE_GRACE_SECONDS + SHUTDOWN_GRACE_SECONDS)
         self._task = asyncio.get_running_loop().create_task(self._drain(name))
 
     async def _drain(self, name: str) -> None:
@@ -109,26 +116,25 @@ class Drain:
                 closed=len(left),
             ),
         )
-        if left:
-            await asyncio.sleep(_POLL_SECONDS)  # let the closes reach the clients
-        _start_watchdog(SHUTDOWN_GRACE_SECONDS)
+        # Left to finish their clean-up, the closed connections leave the event loop little to
+        # cancel when it stops (thousands of cancellations are what makes mitmproxy slow to exit).
+        settled = time.monotonic() + CLOSE_GRACE_SECONDS
+        while server.connections and time.monotonic() < settled:
+            await asyncio.sleep(_POLL_SECONDS)
+        logger.info("chime: stopping mitmproxy")
         self._master.shutdown()
 
 
 def _start_watchdog(seconds: float) -> None:
-    def end() -> None:
-        logger.warning(
-            f"chime: mitmproxy's shutdown did not finish {seconds:g} s after the drain; exiting"
-        )
-        _exit(0)
-
-    timer = threading.Timer(seconds, end)
+    # Nothing but the exit itself: a log call or a flush could wait on a lock or a full pipe
+    # held by the very shutdown that is stuck.
+    timer = threading.Timer(seconds, os._exit, args=(0,))
     timer.daemon = True
     timer.start()
 
 
 def _exit(code: int) -> None:
-    """End the process now: flush what was logged, skip what could hang."""
+    """End the process now (a second signal): flush what was logged, skip what could hang."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream must not stop the exit
             stream.flush()
