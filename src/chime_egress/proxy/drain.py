@@ -67,12 +67,21 @@ class Drain:
         return not self.draining
 
     def install(self, master: Any) -> None:
-        """Take SIGTERM and SIGINT from mitmproxy (called in `running`, on the event loop)."""
+        """Take SIGTERM and SIGINT from mitmproxy (called in `running`, on the event loop).
+
+        Only for a master that serves (a proxy server addon) and on the main thread, where
+        signals are delivered: a test harness driving the addon keeps its own handlers.
+        """
+        if master.addons.get("proxyserver") is None:
+            return
         self._master = master
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # Replaces mitmproxy's own handler (which only stops the event loop).
-            loop.add_signal_handler(signum, self.on_signal, signum)
+        try:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                # Replaces mitmproxy's own handler (which only stops the event loop).
+                loop.add_signal_handler(signum, self.on_signal, signum)
+        except (RuntimeError, ValueError, NotImplementedError) as error:
+            logger.warning(f"chime: cannot take SIGTERM and SIGINT ({error}): no drain on exit")
 
     def on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
