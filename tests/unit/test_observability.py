@@ -100,7 +100,7 @@ def test_a_reload_that_drops_a_network_drops_its_app_count() -> None:
 def test_metrics_server_serves_the_registry_and_stops() -> None:
     metrics = Metrics()
     metrics.requests_injected.labels("default").inc(3)
-    server = MetricsServer(metrics, "127.0.0.1", _free_port())
+    server = MetricsServer(metrics.registry, "127.0.0.1", _free_port())
     try:
         url = f"http://127.0.0.1:{server.port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:

@@ -148,7 +148,9 @@ class ChimeHeaders:
         if address is None:
             return
         try:
-            self.metrics_server = MetricsServer(self.metrics, *address, probes=self._probes())
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, *address, probes=self._probes()
+            )
         except OSError as error:
             raise exceptions.OptionsError(
                 f"chime_metrics: cannot listen on {text}: {error.strerror or error}"

@@ -10,16 +10,22 @@ Start-up is mitmdump's (`mitmproxy.tools.main.run`), with two differences an adm
 addon is configured, with every option, before mitmproxy starts listening, so an invalid
 allowlist, an unknown chime_* option or a refused setting ends the process with the message
 alone and exit code 1; and no proxy ever listens without the addon in force.
+
+Two options of its own come before mitmdump's: `--workers N` runs N such proxies behind the one
+port (`workers.py`), `--event-loop uvloop` runs on uvloop instead of asyncio's own loop.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import exceptions, hooks, optmanager
 from mitmproxy.options import Options
@@ -32,6 +38,9 @@ from .addon import ChimeHeaders
 from .options import unknown_options
 
 PROG = "chime-egress run"
+EVENT_LOOPS = ("asyncio", "uvloop")
+# Set by the supervisor of `--workers` for each worker it starts (workers.py).
+WORKER_ENV = "CHIME_EGRESS_WORKER"
 
 
 class ChimeEgressMaster(DumpMaster):
@@ -51,15 +60,58 @@ class ChimeEgressMaster(DumpMaster):
         self.addons.add(self.chime)
 
 
+@dataclass(frozen=True)
+class LaunchOptions:
+    workers: int
+    event_loop: str
+    mitmdump: list[str]  # the rest of the command line, mitmdump's
+
+
+def parse_launch_options(arguments: Sequence[str]) -> LaunchOptions:
+    """`--workers N` and `--event-loop NAME` (anywhere before mitmdump's own options)."""
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False)
+    parser.add_argument("--workers", type=_workers, default=1)
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio")
+    known, rest = parser.parse_known_args(list(arguments))
+    return LaunchOptions(known.workers, known.event_loop, rest)
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"--workers must be 1 to 64, not {text!r}")
+    return int(text)
+
+
 def main(arguments: Sequence[str]) -> int:
-    """Run the proxy until it is stopped; the process's exit code."""
+    """Run the proxy (or, with --workers, its workers) until stopped; the exit code."""
+    launch = parse_launch_options(arguments)
+    if launch.workers > 1 and os.environ.get(WORKER_ENV) is None:
+        from .workers import supervise
+
+        return run_loop(launch.event_loop, lambda: supervise(launch))
+    return run_loop(launch.event_loop, lambda: _run(launch.mitmdump))
+
+
+def run_loop(event_loop: str, make: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
-        return asyncio.run(_run(list(arguments)))
+        if event_loop == "uvloop":
+            try:
+                import uvloop
+            except ImportError:
+                print(f"{PROG}: --event-loop uvloop: uvloop is not installed", file=sys.stderr)
+                return 1
+            return int(uvloop.run(make()))
+        return asyncio.run(make())
     except KeyboardInterrupt:
         return 130
 
 
-async def _run(arguments: list[str]) -> int:
+async def prepare(arguments: list[str]) -> ChimeEgressMaster | int:
+    """The master with every option applied and the addon configured, or an exit code.
+
+    Nothing listens yet. A usage error exits 2 (argparse); an options error prints the message
+    alone and gives 1; --options and --commands print and give 0.
+    """
     # As mitmdump does: mitmproxy's handlers filter; third-party chatter is kept down.
     logging.getLogger().setLevel(logging.DEBUG)
     for noisy in ("tornado", "asyncio", "hpack", "quic", "urwid"):
@@ -99,11 +151,36 @@ async def _run(arguments: list[str]) -> int:
     except exceptions.OptionsError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
+    return master
 
+
+async def _run(arguments: list[str]) -> int:
+    master = await prepare(arguments)
+    if isinstance(master, int):
+        return master
+    if os.environ.get(WORKER_ENV) is not None:
+        _listen_with_reuse_port()
     loop = asyncio.get_running_loop()
+    # mitmproxy's handlers until the addon's drain takes the signals over (in `running`).
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, master.shutdown)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     await master.run()
     return 0
+
+
+def _listen_with_reuse_port() -> None:
+    """Make mitmproxy's TCP listeners share their port with the other workers (SO_REUSEPORT).
+
+    mitmproxy opens them with `asyncio.start_server`, looked up when called: wrapping it here,
+    in a worker process of its own, gives every worker a socket on the same port, and the
+    kernel spreads new connections over them.
+    """
+    original = asyncio.start_server
+
+    async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+        kwargs.setdefault("reuse_port", True)
+        return await original(*args, **kwargs)
+
+    asyncio.start_server = start_server

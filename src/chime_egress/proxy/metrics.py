@@ -190,13 +190,12 @@ class MetricsServer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        registry: CollectorRegistry,
         host: str,
         port: int,
         probes: Mapping[str, Callable[[], tuple[int, bytes]]] | None = None,
     ) -> None:
         self.address = (host, port)
-        registry = metrics.registry
         routes = dict(probes or {})
 
         class Handler(BaseHTTPRequestHandler):
