@@ -129,7 +129,8 @@ def test_open_websockets_are_drained_then_closed(
         wait_for_exit(proxy, drain + AFTER_DEADLINE + 60)
         exited = time.monotonic() - signalled
     assert proxy.returncode == 0, proxy.describe()
-    assert exited < drain + AFTER_DEADLINE + 2, f"exited {exited:.1f} s after the signal"
+    # The bound, plus what a busy machine takes to deliver the signal and reap the process.
+    assert exited < drain + AFTER_DEADLINE + 5, f"exited {exited:.1f} s after the signal"
     print(
         f"{participants} WebSockets: draining after {to_drain:.2f} s, not ready after "
         f"{not_ready:.2f} s, exit code 0 after {exited:.1f} s (drain {drain:g} s)"

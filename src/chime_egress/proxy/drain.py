@@ -19,11 +19,9 @@ A second signal during the drain exits at once (exit code 128 + the signal's num
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -60,6 +58,7 @@ class Drain:
         self.started: float | None = None  # time.monotonic() of the first signal
         self._task: asyncio.Task[None] | None = None
         self._master: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def ready(self) -> bool:
@@ -70,29 +69,32 @@ class Drain:
         """Take SIGTERM and SIGINT from mitmproxy (called in `running`, on the event loop).
 
         Only for a master that serves (a proxy server addon) and on the main thread, where
-        signals are delivered: a test harness driving the addon keeps its own handlers.
+        signals are delivered: a test harness driving the addon keeps its own handlers. The
+        handler is a plain signal handler, not the event loop's: it runs at once, even while
+        the loop is busy with thousands of connections, so the watchdog's bound holds from the
+        moment the signal arrives.
         """
         if master.addons.get("proxyserver") is None:
             return
         self._master = master
         try:
-            loop = asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
-                # Replaces mitmproxy's own handler (which only stops the event loop).
-                loop.add_signal_handler(signum, self.on_signal, signum)
+                self._loop.remove_signal_handler(signum)  # mitmproxy's: it only stops the loop
+                signal.signal(signum, self._on_signal)
         except (RuntimeError, ValueError, NotImplementedError) as error:
             logger.warning(f"chime: cannot take SIGTERM and SIGINT ({error}): no drain on exit")
 
-    def on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
+    def _on_signal(self, signum: int, frame: object) -> None:
+        assert self._loop is not None  # installed
         if self.draining:
-            logger.warning(f"chime: {name} again while draining: exiting now")
-            _exit(128 + signum)
+            os._exit(128 + signum)  # a second signal: now (nothing that could block first)
         self.draining = True
         self.started = time.monotonic()
-        # Armed now, on its own thread: however busy the event loop is with closing thousands of
-        # connections, the process ends by the documented bound.
         _start_watchdog(self.seconds + CLOSE_GRACE_SECONDS + SHUTDOWN_GRACE_SECONDS)
+        self._loop.call_soon_threadsafe(self._begin, signal.Signals(signum).name)
+
+    def _begin(self, name: str) -> None:
         self._task = asyncio.get_running_loop().create_task(self._drain(name))
 
     async def _drain(self, name: str) -> None:
@@ -140,11 +142,3 @@ def _start_watchdog(seconds: float) -> None:
     timer = threading.Timer(seconds, os._exit, args=(0,))
     timer.daemon = True
     timer.start()
-
-
-def _exit(code: int) -> None:
-    """End the process now (a second signal): flush what was logged, skip what could hang."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken stream must not stop the exit
-            stream.flush()
-    os._exit(code)

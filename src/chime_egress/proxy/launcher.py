@@ -160,10 +160,8 @@ async def _run(arguments: list[str]) -> int:
         return master
     if os.environ.get(WORKER_ENV) is not None:
         _listen_with_reuse_port()
-    loop = asyncio.get_running_loop()
-    # mitmproxy's handlers until the addon's drain takes the signals over (in `running`).
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, master.shutdown)
+    # The drain takes SIGTERM and SIGINT from the start (under mitmdump -s, from `running`).
+    master.chime.drain.install(master)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     await master.run()
