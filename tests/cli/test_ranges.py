@@ -151,7 +151,7 @@ def test_update_writes_the_configured_snapshot_by_default(config):
     assert "  + 99.77.128.0/18  CHIME_MEETINGS  GLOBAL" in result.stdout
     # ... and the proxy loads the result.
     summary = load_policy(config).summary()
-    assert summary == "1 apps, 0 tenants, 1 prefixes, ranges syncToken 1592576952"
+    assert summary == "1 app, 0 tenants, 1 prefix, ranges syncToken 1592576952"
 
 
 def test_update_forward_in_time_prints_added_and_removed(config):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import ConfigError, Problem
+from ..errors import plural as plural  # re-exported: the command modules count with it
 from ..policy.compiled import Policy, load_policy
 from ..policy.ranges import Prefix
 
@@ -112,10 +113,6 @@ def shown_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def plural(count: int, word: str, words: str) -> str:
-    return f"{count} {word if count == 1 else words}"
 
 
 def prefix_columns(prefix: Prefix) -> tuple[str, ...]:

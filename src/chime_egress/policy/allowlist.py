@@ -21,10 +21,12 @@ from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
+from .source_text import decode_text, yaml_problems
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _NULL_TAG = "tag:yaml.org,2002:null"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 ENFORCE = "enforce"
 OBSERVE = "observe"
@@ -169,13 +171,8 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     reader = _Reader(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (error.context, error.problem) if p)
-        raise ConfigError([Problem(str(path), line, "", f"YAML syntax error: {problem}")]) from None
     except yaml.YAMLError as error:
-        raise ConfigError([Problem(str(path), None, "", f"YAML error: {error}")]) from None
+        raise ConfigError(yaml_problems(error, text, str(path))) from None
     if root is None:
         raise ConfigError([Problem(str(path), 1, "", "the file is empty; it needs 'apps'")])
 
@@ -223,12 +220,12 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
 
 def load_allowlist(path: Path) -> Allowlist:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), None, "", "allowlist file not found")]) from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {error}")]) from None
-    return parse_allowlist(text, path)
+    return parse_allowlist(decode_text(data, str(path)), path)
 
 
 def _default_destinations() -> Destinations:
@@ -266,6 +263,14 @@ def _parse_apps(reader: _Reader, node: yaml.Node, where: str) -> tuple[App, ...]
             continue
         first_seen[app_key] = _line(app_key_node)
         name = reader.text(fields["name"][1], f"{field}.name") if "name" in fields else None
+        if name is not None and (control := _CONTROL.search(name)):
+            # A name is printed in log lines and on the check page: an escape would garble them.
+            reader.problem(
+                fields["name"][1],
+                f"{field}.name",
+                f"contains the control character U+{ord(control.group()):04X}; remove it",
+            )
+            name = None
         tenants = (
             _parse_tenants(reader, fields["tenants"][1], f"{field}.tenants")
             if ("tenants" in fields)

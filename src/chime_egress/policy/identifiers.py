@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import plural
+
 TENANT_ID_MIN_LENGTH = 2
 TENANT_ID_MAX_LENGTH = 256
 TENANT_ID_PATTERN = re.compile(r"^(?!.*?(.)\1{3})[-_!@#$a-zA-Z0-9]*$")
@@ -20,12 +22,12 @@ _APP_KEY_FORBIDDEN = frozenset(",;:")
 def app_key_problem(app_key: str) -> str | None:
     """Why `app_key` cannot be sent in the headers, or None when it can."""
     if not app_key:
-        return "is empty"
+        return "is empty; give the app's AppKey exactly as its vendor or AWS Support gave it"
     for position, char in enumerate(app_key, start=1):
         if char in _APP_KEY_FORBIDDEN:
             return f"contains {char!r} (character {position}), which separates header entries"
         if char.isspace():
-            return f"contains whitespace (character {position})"
+            return f"contains whitespace (character {position}); AppKeys have none: copy it again"
         if not 0x21 <= ord(char) <= 0x7E:
             return f"contains {char!r} (character {position}); only printable ASCII is allowed"
     return None
@@ -35,7 +37,7 @@ def tenant_id_problem(tenant_id: str) -> str | None:
     """Why `tenant_id` is not a TenantId that CreateMeeting would accept, or None."""
     if not TENANT_ID_MIN_LENGTH <= len(tenant_id) <= TENANT_ID_MAX_LENGTH:
         return (
-            f"is {len(tenant_id)} characters long; a TenantId has "
+            f"is {plural(len(tenant_id), 'character')} long; a TenantId has "
             f"{TENANT_ID_MIN_LENGTH} to {TENANT_ID_MAX_LENGTH}"
         )
     if TENANT_ID_PATTERN.match(tenant_id) is None:
