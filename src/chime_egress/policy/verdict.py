@@ -288,10 +288,20 @@ def judge(session: Session, app_keys_header: str | None, tenants_header: str | N
             problems.extend(error.problems)
     if problems:
         raise MalformedHeader(problems)
+    return judge_parsed(session, app_keys, None if tenants is None else dict(tenants))
+
+
+def judge_parsed(
+    session: Session,
+    app_keys: tuple[str, ...] | None,
+    tenants: dict[str, tuple[str, ...]] | None,
+) -> Verdict:
+    """`judge` on values already parsed (parse_app_keys, parse_tenants), for judging many
+    sessions against the same headers."""
     return Verdict(
         session=session,
         app_keys=_judge_app_keys(session, app_keys),
-        tenants=_judge_tenants(session, None if tenants is None else dict(tenants)),
+        tenants=_judge_tenants(session, tenants),
     )
 
 

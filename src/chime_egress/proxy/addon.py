@@ -22,6 +22,7 @@ from mitmproxy.proxy import layer
 
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
+from ..policy.diff import diff_policies, summary
 from .current import CurrentPolicy
 from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
 from .injection import INJECTED_NETWORK, Injector
@@ -185,6 +186,7 @@ class ChimeHeaders:
         logger.info(f"chime: metrics at http://{shown}:{port}/metrics")
 
     def _publish(self, policy: Policy, message: str) -> None:
+        previous = self.current.policy if self.current.loaded else None
         self.current.publish(policy)
         # Nothing below may undo a published reload, nor stop the watcher task.
         try:
@@ -193,7 +195,16 @@ class ChimeHeaders:
             )
         except Exception:
             logger.exception("chime: cannot update the configuration metrics")
-        logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
+        changes = None
+        if previous is not None:
+            try:  # what the edit did, so a reload says more than the same counts again
+                changes = summary(diff_policies(previous, policy))
+            except Exception:
+                logger.exception("chime: cannot compare the new configuration with the last")
+            message += f"; changes: {changes}" if changes else ""
+        logger.info(
+            message, extra=fields("config_loaded", summary=policy.summary(), changes=changes)
+        )
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
 
