@@ -17,6 +17,8 @@ from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
 from .support import (
     EXIT_INVALID,
     EXIT_OK,
+    LIST_HELP,
+    ListAction,
     add_command,
     config_argument,
     config_path,
@@ -55,17 +57,18 @@ def _add_pac(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pac.add_argument(
         "--proxy",
         required=True,
-        action="append",
-        type=typed(addresses.parse_proxy_address),
+        action=ListAction,
+        item=addresses.parse_proxy_address,
         metavar="HOST:PORT",
-        help="the proxy browsers should use, e.g. proxy.example.com:8080 (repeat for fail-over)",
+        help="the proxy browsers should use, e.g. proxy.example.com:8080; several for "
+        f"fail-over ({LIST_HELP})",
     )
     pac.add_argument(
         "--host",
-        action="append",
-        type=typed(addresses.check_host_pattern),
+        action=ListAction,
+        item=addresses.check_host_pattern,
         metavar="PATTERN",
-        help="send host names matching this shExpMatch pattern to the proxy (repeat; "
+        help=f"send host names matching these shExpMatch patterns to the proxy ({LIST_HELP}; "
         f"default: {', '.join(DEFAULT_PAC_HOSTS)})",
     )
     config_argument(pac)
@@ -89,7 +92,7 @@ def _add_firewall(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         epilog=epilog(ok="rules printed", invalid="invalid allowlist"),
     )
     _firewall_arguments(firewall)
-    firewall.set_defaults(handler=_firewall, parser=firewall)
+    firewall.set_defaults(handler=_firewall)
 
 
 def _firewall_arguments(firewall: argparse.ArgumentParser) -> None:
@@ -108,10 +111,11 @@ def _firewall_arguments(firewall: argparse.ArgumentParser) -> None:
     )
     firewall.add_argument(
         "--ports",
-        type=typed(addresses.parse_ports),
+        action=ListAction,
+        item=addresses.parse_port,
         default=DEFAULT_REDIRECT_PORTS,
-        metavar="P,P",
-        help="destination TCP ports to redirect (default: 80,443)",
+        metavar="P",
+        help=f"destination TCP ports to redirect ({LIST_HELP}; default: 80,443)",
     )
     firewall.add_argument(
         "--hook",

@@ -21,12 +21,13 @@ from .. import __version__
 from .config import add_config_commands
 from .csp import add_csp_commands
 from .deploy import add_deploy_commands
+from .diff import add_diff_commands
 from .observed import add_observed_commands
 from .ranges import add_ranges_commands
-from .support import HelpFormatter
+from .support import HelpFormatter, resolve_config
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chime-egress",
         formatter_class=HelpFormatter,
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In this order in the help's command list.
     add_config_commands(commands)  # validate, headers, explain
+    add_diff_commands(commands)  # diff
     add_ranges_commands(commands)  # ranges lookup, ranges update
     add_deploy_commands(commands)  # pac, firewall, health
     add_observed_commands(commands)  # observed
@@ -58,7 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Said by the subcommand's own parser, so the usage shown is the one that was mistyped.
+    command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    resolve_config(args)
     try:
         code: int = args.handler(args)
     except BrokenPipeError:

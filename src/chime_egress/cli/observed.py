@@ -18,7 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .support import EXIT_INVALID, EXIT_OK, add_command, epilog, print_columns, print_error, typed
+from .support import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_command,
+    epilog,
+    format_argument,
+    print_columns,
+    print_error,
+    typed,
+)
 
 OBSERVED = "connection_observed"
 INTERCEPTED = "connection_intercepted"
@@ -142,12 +151,7 @@ def add_observed_commands(commands: argparse._SubParsersAction[argparse.Argument
         epilog=epilog(ok="summary printed", invalid="a file cannot be read"),
     )
     observed.add_argument("logs", nargs="+", metavar="FILE", help="JSON log files ('-': stdin)")
-    observed.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="stdout format; json is a list of hosts (default: text)",
-    )
+    format_argument(observed, "json is a list of hosts")
     observed.add_argument(
         "--clients",
         type=typed(_positive),
