@@ -231,6 +231,27 @@ CASES: dict[str, tuple[str | bytes, str | None, list[str]]] = {
         None,
         ["F:1: apps[0].tenants[0]: 'org.id' contains '.'; allowed are A-Z a-z 0-9 - _ ! @ # $"],
     ),
+    "tenant-trailing-newline": (
+        # A pattern ending in $ also matches before a final newline: it must not let one into
+        # the Tenants header, where it would end the header line.
+        'apps: [{app_key: K, tenants: ["ab\\n"]}]\n' + K,
+        None,
+        ["F:1: apps[0].tenants[0]: 'ab\\n' contains '\\n'; allowed are A-Z a-z 0-9 - _ ! @ # $"],
+    ),
+    "media-host-trailing-newline": (
+        A + 'destinations: {cidrs: [10.0.0.0/8], media_hosts: ["ice.chime.aws\\n"]}\n',
+        None,
+        [
+            "F:2: destinations.media_hosts[0]: 'ice.chime.aws\\n' must be a lowercase host name "
+            "of two or more labels, where '*' stands for any characters (for example "
+            "ice.*.chime.aws)"
+        ],
+    ),
+    "ip-ranges-empty": (
+        A + "destinations: {ip_ranges: ''}\n",
+        None,
+        ["F:2: destinations.ip_ranges: is empty; name the AWS ip-ranges.json file, or remove it"],
+    ),
     "tenant-repeats": (
         "apps: [{app_key: K, tenants: [aaaab]}]\n" + K,
         None,

@@ -318,7 +318,13 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
     if "ip_ranges" in fields:
         value_node = fields["ip_ranges"][1]
         text = reader.text(value_node, "destinations.ip_ranges")
-        if text:
+        if text == "":  # would name no file, yet count as a destination
+            reader.problem(
+                value_node,
+                "destinations.ip_ranges",
+                "is empty; name the AWS ip-ranges.json file, or remove it",
+            )
+        elif text:
             ip_ranges = (path.parent / text).resolve()
             ip_ranges_line = _line(value_node)
     services = DEFAULT_SERVICES

@@ -40,7 +40,7 @@ def tenant_id_problem(tenant_id: str) -> str | None:
             f"is {plural(len(tenant_id), 'character')} long; a TenantId has "
             f"{TENANT_ID_MIN_LENGTH} to {TENANT_ID_MAX_LENGTH}"
         )
-    if TENANT_ID_PATTERN.match(tenant_id) is None:
+    if TENANT_ID_PATTERN.fullmatch(tenant_id) is None:
         bad = sorted({c for c in tenant_id if not (c.isascii() and (c.isalnum() or c in "-_!@#$"))})
         if bad:
             listed = ", ".join(repr(c) for c in bad)
