@@ -216,6 +216,20 @@ def test_the_observed_command_sums_up_the_log(
     assert text.returncode == 0 and text.stdout.startswith("host ")
 
 
+def test_the_observed_command_counts_plain_http_requests(
+    running: Running, chime_plain_server: EchoServer
+) -> None:
+    # Plain HTTP of an observed client: one request_observed record per request, no connection.
+    url = f"http://{chime_plain_server.host}:{chime_plain_server.port}/plain"
+    for _ in range(2):
+        result = curl(url, proxy_port=running.proxy.port)
+        assert result.status == 200, result
+    wait_for_json_event(running, "request_observed", destination=CHIME_IP)
+    summary = run("observed", "--format", "json", running.json_log)
+    hosts = {entry["host"]: entry for entry in json.loads(summary.stdout)}
+    assert hosts[CHIME_IP]["observed_requests"] >= 2, hosts
+
+
 def test_network_override_applies_to_its_clients_only(
     running: Running, chime_server: EchoServer
 ) -> None:
