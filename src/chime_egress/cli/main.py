@@ -25,6 +25,7 @@ from .diff import add_diff_commands
 from .observed import add_observed_commands
 from .ranges import add_ranges_commands
 from .support import HelpFormatter, resolve_config
+from .tooling import add_tooling_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_commands(commands)  # pac, firewall, health
     add_observed_commands(commands)  # observed
     add_csp_commands(commands)  # csp generate, csp check, csp merge
+    add_tooling_commands(commands)  # schema, completion
     return parser
 
 

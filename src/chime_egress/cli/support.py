@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import shtab
+
 from ..errors import ConfigError, Problem
 from ..errors import plural as plural  # re-exported: the command modules count with it
 from ..policy.compiled import Policy, load_policy
@@ -70,15 +72,17 @@ def config_argument(
 
     `resolve_config` (called by main after parsing) joins the two into `args.config`."""
     text = help or f"the allowlist (default: {DEFAULT_CONFIG})"
-    parser.add_argument("config", nargs="?", metavar="CONFIG", help=text)
+    argument = parser.add_argument("config", nargs="?", metavar="CONFIG", help=text)
+    argument.complete = shtab.FILE  # type: ignore[attr-defined]
     config_option(parser, default)
 
 
 def config_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
     """--config CONFIG alone, for a command whose positional arguments are something else."""
-    parser.add_argument(
+    option = parser.add_argument(
         "--config", dest="config_option", metavar="CONFIG", help="the allowlist, as an option"
     )
+    option.complete = shtab.FILE  # type: ignore[attr-defined]
     parser.set_defaults(config_default=default)
 
 
