@@ -100,8 +100,9 @@ class ChimeHeaders:
             "chime_check_host",
             str,
             DEFAULT_CHECK_HOST,
-            "Host name the proxy answers itself (never forwarded): http://HOST/health for the "
-            "health probe. Must not be a Chime name.",
+            "Host name the proxy answers itself (never forwarded): http://HOST/ is the check "
+            "page (what the proxy does for the asking client), /health the health probe, "
+            "/ca.pem the CA certificate. Must not be a Chime name.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -127,6 +128,8 @@ class ChimeHeaders:
             self._configure_json_log(ctx.options.chime_log_json)
         if "chime_metrics" in updated:
             self._configure_metrics(ctx.options.chime_metrics)
+        if "confdir" in updated:
+            self.endpoint.confdir = Path(ctx.options.confdir).expanduser()
         if "chime_check_host" in updated:
             try:
                 self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
