@@ -206,3 +206,10 @@ def test_diff_of_an_invalid_file_exits_1(tmp_path: Path, allowlist: Path) -> Non
     result = run("diff", allowlist, broken)
     assert result.returncode == 1 and result.stdout == ""
     assert f"{broken}:1: apps: must be a non-empty list" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["diff"], ["schema"], ["completion"], ["ca"]])
+def test_new_commands_have_help_with_exit_codes(args: list[str]) -> None:
+    result = run(*args, "--help")
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout and "2  usage error" in result.stdout

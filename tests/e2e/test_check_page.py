@@ -230,3 +230,11 @@ def test_an_unknown_page_is_404_and_health_still_answers(proxy: MitmdumpProcess)
     assert missing.status == 404
     assert missing.json["pages"] == ["/", "/ca.pem", "/check.json", "/health"]
     assert ask(proxy, "/health").json["status"] == "healthy"
+
+
+def test_health_as_json(proxy: MitmdumpProcess) -> None:
+    result = run("health", "--proxy", f"{LISTEN_HOST}:{proxy.port}", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["healthy"] is True
+    assert document["detail"].startswith(f"{LISTEN_HOST}:{proxy.port}: chime-egress ")
