@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, chromium_flags
-from tests.support.proxy import LISTEN_HOST, MitmdumpProcess, ProxyLauncher, clean_env
+from tests.browser.conftest import chromium_flags, start_chromium
+from tests.support.proxy import LISTEN_HOST, MitmdumpProcess, ProxyLauncher
 
 WIDTH, HEIGHT = 1000, 900
 MARKUP_KEY = "<script>alert(1)</script>"
@@ -45,13 +44,7 @@ def proxy(
 
 @pytest.fixture(scope="module")
 def browser(proxy: MitmdumpProcess) -> Iterator[webdriver.Chrome]:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"the browser tests need {' and '.join(missing)} (Debian chromium packages)")
     profile = Path(tempfile.mkdtemp(prefix="chime-check-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The suite's flags, but through the proxy, and resolving no name but the proxy's address.
     flags = [
         flag
@@ -61,13 +54,10 @@ def browser(proxy: MitmdumpProcess) -> Iterator[webdriver.Chrome]:
     flags += [
         f"--proxy-server=http://{LISTEN_HOST}:{proxy.port}",
         f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {LISTEN_HOST}",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--force-device-scale-factor=1",
     ]
-    for flag in flags:
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={WIDTH},{HEIGHT}")
-    options.add_argument("--force-device-scale-factor=1")
-    service = Service(executable_path=str(CHROMEDRIVER), env=clean_env())
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = start_chromium(flags)
     driver.set_page_load_timeout(30)
     try:
         yield driver

@@ -56,7 +56,7 @@ def test_every_result_has_a_json_format(tmp_path: Path, allowlist: Path, name: s
 
 def test_headers_json_names_the_network_and_mode(allowlist: Path) -> None:
     document = json.loads(run("headers", "--format", "json", allowlist).stdout)
-    assert document["network"] == "default" and document["mode"] == "enforce"
+    assert document["network"]["name"] == "default" and document["mode"] == "enforce"
     assert document["headers"] == [
         {"name": "X-Amzn-Chime-App-Keys", "value": "AppKey1,AppKey2"},
         {"name": "X-Amzn-Chime-Tenants", "value": "AppKey1:orgId"},
@@ -64,7 +64,8 @@ def test_headers_json_names_the_network_and_mode(allowlist: Path) -> None:
     observed = json.loads(
         run("headers", "--client", "10.30.1.1", "--format", "json", allowlist).stdout
     )
-    assert (observed["network"], observed["mode"], observed["headers"]) == ("sales", "observe", [])
+    assert observed["network"]["name"] == "sales" and observed["network"]["line"] == 7
+    assert (observed["mode"], observed["headers"]) == ("observe", [])
 
 
 def test_explain_json_has_the_verdict_and_the_rules(allowlist: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ..policy.allowlist import App
 from ..policy.client_policy import ClientPolicy
 from ..policy.compiled import Policy, load_policy
 from ..policy.headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
+from ..policy.identifiers import unused_identifier
 from ..policy.ranges import Prefix, parse_address
 from ..policy.verdict import (
     BOTH_MUST_ACCEPT,
@@ -317,7 +317,8 @@ def _headers(args: argparse.Namespace) -> int:
             {
                 "config": str(args.config),
                 "client": args.client,
-                **_settings_json(chosen),
+                "network": _network_json(chosen),
+                "mode": chosen.mode,
                 "headers": [{"name": n, "value": v} for n, v in chosen.http1_headers],
             }
         )
@@ -333,15 +334,6 @@ def _headers(args: argparse.Namespace) -> int:
     for line in chosen.headers.lines():
         print(line)
     return EXIT_OK
-
-
-def _settings_json(chosen: ClientPolicy) -> dict[str, Any]:
-    return {
-        "network": chosen.name,
-        "network_clients": [str(network) for network in chosen.clients],
-        "network_line": chosen.line,
-        "mode": chosen.mode,
-    }
 
 
 # explain
@@ -429,7 +421,7 @@ def _explained_client_policy(out: _Output, policy: Policy, client: str | None) -
         out.line(f"client {client}: {where}, mode {chosen.mode}")
     if chosen.observing:
         out.line("observe mode: the proxy adds no headers and decrypts nothing for these clients")
-    out.document.update({"client": client, **_settings_json(chosen)})
+    out.document.update({"client": client, "network": _network_json(chosen), "mode": chosen.mode})
     return chosen
 
 
@@ -488,18 +480,9 @@ def _explain_one(
     return EXIT_OK if verdict.accepted else EXIT_NO
 
 
-def _unused(base: str, taken: Sequence[str]) -> str:
-    """`base`, or base2, base3...: an example identifier that is not in the allowlist."""
-    candidate, number = base, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{base}{number}"
-    return candidate
-
-
 def _example_sessions(app: App) -> list[tuple[str, Session]]:
     if app.tenants:
-        other = _unused("otherTenantId", app.tenants)
+        other = unused_identifier("otherTenantId", app.tenants)
         return [
             (f"TenantIds {app.tenants[0]}", Session(app.app_key, (app.tenants[0],))),
             (f"TenantIds {other} (not listed)", Session(app.app_key, (other,))),
@@ -519,7 +502,7 @@ def _explain_all(
     for app in apps:
         limit = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
         groups.append((f"{app.label}, {limit}", _example_sessions(app)))
-    other_app = _unused("OtherAppKey", [app.app_key for app in apps])
+    other_app = unused_identifier("OtherAppKey", [app.app_key for app in apps])
     groups.append(
         (
             f"any app not listed (for example AppKey {other_app})",

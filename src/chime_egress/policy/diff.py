@@ -20,6 +20,7 @@ from ..errors import plural
 from .client_policy import ClientPolicies, ClientPolicy
 from .compiled import Policy
 from .headers import APP_KEYS_HEADER, TENANTS_HEADER
+from .identifiers import unused_identifier
 from .verdict import Session, judge_parsed, parse_app_keys, parse_tenants
 
 ADDED = "added"
@@ -210,11 +211,11 @@ def _example_sessions(
     sessions: list[tuple[str, Session]] = []
     for key in dict.fromkeys([*old_apps, *new_apps]):
         tenants = list(dict.fromkeys([*old_apps.get(key, ()), *new_apps.get(key, ())]))
-        other = _unused(_OTHER_TENANT, tenants)
+        other = unused_identifier(_OTHER_TENANT, tenants)
         sessions += [(f"AppKey {key}, TenantIds {t}", Session(key, (t,))) for t in tenants]
         sessions.append((f"AppKey {key}, TenantIds {other} (not listed)", Session(key, (other,))))
         sessions.append((f"AppKey {key}, no TenantIds", Session(key, ())))
-    other_app = _unused(_OTHER_APP, [*old_apps, *new_apps])
+    other_app = unused_identifier(_OTHER_APP, [*old_apps, *new_apps])
     sessions.append((f"any app not listed (AppKey {other_app})", Session(other_app, ())))
     return sessions
 
@@ -245,14 +246,6 @@ def _parsed(
         return None, None
     tenants = None if headers.tenants is None else dict(parse_tenants(headers.tenants))
     return parse_app_keys(headers.app_keys), tenants
-
-
-def _unused(base: str, taken: list[str]) -> str:
-    candidate, number = base, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{base}{number}"
-    return candidate
 
 
 # Text: the review's lines, and the reload log's one-line summary.

@@ -7,6 +7,7 @@ form, so they are opaque tokens restricted only by what the header grammar needs
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ..errors import plural
 
@@ -47,3 +48,13 @@ def tenant_id_problem(tenant_id: str) -> str | None:
             return f"contains {listed}; allowed are A-Z a-z 0-9 - _ ! @ # $"
         return "repeats a character four or more times in a row, which Chime does not allow"
     return None
+
+
+def unused_identifier(base: str, taken: Iterable[str]) -> str:
+    """`base`, or base2, base3...: an example identifier that the allowlist does not name."""
+    names = set(taken)
+    candidate, number = base, 1
+    while candidate in names:
+        number += 1
+        candidate = f"{base}{number}"
+    return candidate
