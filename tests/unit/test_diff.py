@@ -118,3 +118,21 @@ def test_reordering_apps_changes_the_header_value_only(tmp_path: Path) -> None:
         "    after:  B,A",
     ]
     assert summary(diff) == "default: app order"
+
+
+def test_the_reload_line_names_a_few_of_many_changes(tmp_path: Path) -> None:
+    apps = "".join(f"  - app_key: K{n}\n" for n in range(40))
+    text = "mode: {mode}\napps:\n" + apps + "destinations: {{cidrs: [10.0.0.0/8]}}\n"
+    observed = policy(tmp_path, text.format(mode="observe"))
+    enforced = policy(tmp_path, text.format(mode="enforce"), "b.yaml")
+    line = summary(diff_policies(observed, enforced))
+    assert line == (
+        # Sessions of the 40 apps stay accepted (listed, any tenant); any other app's is refused.
+        "default: mode observe -> enforce, +app K0, +app K1, +app K2, +37 more apps, "
+        "1 example session now 403"
+    )
+    # The review lists every one.
+    assert (
+        sum(line.startswith("  + app ") for line in describe(diff_policies(observed, enforced)))
+        == 40
+    )

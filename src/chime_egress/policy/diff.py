@@ -13,6 +13,7 @@ reload, so the log says what an edit did instead of repeating the same counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from .client_policy import ClientPolicies, ClientPolicy
 from .compiled import Policy
 from .headers import APP_KEYS_HEADER, TENANTS_HEADER
 from .identifiers import unused_identifier
-from .verdict import Session, judge_parsed, parse_app_keys, parse_tenants
+from .verdict import Session, judge_parsed
 
 ADDED = "added"
 REMOVED = "removed"
@@ -206,10 +207,19 @@ def _tenant_changes(
 def _example_sessions(
     old_apps: dict[str, tuple[str, ...]], new_apps: dict[str, tuple[str, ...]]
 ) -> list[tuple[str, Session]]:
-    """Per app named on either side: each tenant named, an unnamed one, and none; and an app
-    named on neither side."""
+    """Per app whose entry differs between the sides: each tenant named, an unnamed one, and
+    none; and an app named on neither side.
+
+    A session's verdict depends only on its own app's entry (listed or not, and its tenants), so
+    the apps an edit left alone keep every verdict: a reload of a long allowlist judges only
+    what changed."""
     sessions: list[tuple[str, Session]] = []
-    for key in dict.fromkeys([*old_apps, *new_apps]):
+    changed = [
+        key
+        for key in dict.fromkeys([*old_apps, *new_apps])
+        if (old_apps.get(key) != new_apps.get(key))
+    ]
+    for key in changed:
         tenants = list(dict.fromkeys([*old_apps.get(key, ()), *new_apps.get(key, ())]))
         other = unused_identifier(_OTHER_TENANT, tenants)
         sessions += [(f"AppKey {key}, TenantIds {t}", Session(key, (t,))) for t in tenants]
@@ -226,6 +236,8 @@ def _session_changes(
     old: ClientPolicy | None,
     new: ClientPolicy | None,
 ) -> tuple[SessionChange, ...]:
+    if old_apps == new_apps:  # the same apps and tenants in force: every verdict is the same
+        return ()
     # Parsed once: judging hundreds of sessions must not parse the headers hundreds of times.
     old_headers, new_headers = _parsed(old), _parsed(new)
     changes = []
@@ -239,13 +251,15 @@ def _session_changes(
 
 def _parsed(
     policy: ClientPolicy | None,
-) -> tuple[tuple[str, ...] | None, dict[str, tuple[str, ...]] | None]:
-    """The headers `policy` sends, parsed; none sent (observe, no apps): (None, None)."""
-    headers = policy.headers if policy else None
-    if headers is None:
+) -> tuple[frozenset[str] | None, dict[str, tuple[str, ...]] | None]:
+    """What the headers `policy` sends say, as `judge_parsed` takes it; none sent: (None, None).
+
+    Taken from the apps the headers are rendered from (headers.build_headers), not by parsing
+    the rendered values again: a long allowlist's reload must not re-validate every AppKey."""
+    if policy is None or policy.headers is None:
         return None, None
-    tenants = None if headers.tenants is None else dict(parse_tenants(headers.tenants))
-    return parse_app_keys(headers.app_keys), tenants
+    tenants = {app.app_key: app.tenants for app in policy.apps if app.tenants}
+    return frozenset(app.app_key for app in policy.apps), tenants or None
 
 
 # Text: the review's lines, and the reload log's one-line summary.
@@ -326,10 +340,10 @@ def summary(diff: PolicyDiff) -> str:
             items.append(f"mode {settings.mode[0]} -> {settings.mode[1]}")
         if settings.clients[0] != settings.clients[1] and settings.status == CHANGED:
             items.append(f"clients {', '.join(settings.clients[1])}")
-        items += [f"+app {key}" for key in settings.apps_added]
-        items += [f"-app {key}" for key in settings.apps_removed]
-        items += [f"+tenant {key}:{tenant}" for key, tenant in settings.tenants_added]
-        items += [f"-tenant {key}:{tenant}" for key, tenant in settings.tenants_removed]
+        items += _few("+app", settings.apps_added, "apps")
+        items += _few("-app", settings.apps_removed, "apps")
+        items += _few("+tenant", [f"{k}:{t}" for k, t in settings.tenants_added], "tenants")
+        items += _few("-tenant", [f"{k}:{t}" for k, t in settings.tenants_removed], "tenants")
         if not items and settings.headers[0] != settings.headers[1]:
             items.append("app order")
         flips = [change for change in settings.sessions if change.after == "403"]
@@ -341,3 +355,11 @@ def summary(diff: PolicyDiff) -> str:
     if diff.media_hosts[0] != diff.media_hosts[1]:
         parts.append(f"media hosts {', '.join(diff.media_hosts[1]) or '(none)'}")
     return "; ".join(parts)
+
+
+def _few(sign: str, names: Sequence[str], what: str, shown: int = 3) -> list[str]:
+    """A log line names a few; switching 500 apps to enforce must not make it 500 items long."""
+    if len(names) <= shown + 1:
+        return [f"{sign} {name}" for name in names]
+    more = f"{sign[0]}{len(names) - shown} more {what}"
+    return [*(f"{sign} {name}" for name in names[:shown]), more]

@@ -17,7 +17,7 @@ sensitive and gives AppKeys no text form at all.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from .headers import APP_KEYS_HEADER, TENANTS_HEADER
@@ -293,11 +293,11 @@ def judge(session: Session, app_keys_header: str | None, tenants_header: str | N
 
 def judge_parsed(
     session: Session,
-    app_keys: tuple[str, ...] | None,
+    app_keys: Collection[str] | None,
     tenants: dict[str, tuple[str, ...]] | None,
 ) -> Verdict:
     """`judge` on values already parsed (parse_app_keys, parse_tenants), for judging many
-    sessions against the same headers."""
+    sessions against the same headers (a frozenset of AppKeys makes each lookup O(1))."""
     return Verdict(
         session=session,
         app_keys=_judge_app_keys(session, app_keys),
@@ -305,7 +305,7 @@ def judge_parsed(
     )
 
 
-def _judge_app_keys(session: Session, app_keys: tuple[str, ...] | None) -> AppliedRule:
+def _judge_app_keys(session: Session, app_keys: Collection[str] | None) -> AppliedRule:
     if app_keys is None:
         return AppliedRule(APP_KEYS_ABSENT, f"{APP_KEYS_HEADER} is not sent")
     if session.app_key in app_keys:
