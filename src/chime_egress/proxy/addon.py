@@ -188,7 +188,9 @@ class ChimeHeaders:
         shown = f"[{host}]" if ":" in host else host
         logger.info(f"chime: metrics at http://{shown}:{port}/metrics")
 
-    def _publish(self, policy: Policy, message: str) -> None:
+    def _publish(self, policy: Policy, message: str, changes: str | None = None) -> None:
+        """Put `policy` in force and log `message` with `changes`, what it changed (worked out
+        here when not given: an allowlist option set while running)."""
         previous = self.current.policy if self.current.loaded else None
         self.current.publish(policy)
         # Nothing below may undo a published reload, nor stop the watcher task.
@@ -198,13 +200,12 @@ class ChimeHeaders:
             )
         except Exception:
             logger.exception("chime: cannot update the configuration metrics")
-        changes = None
-        if previous is not None:
+        if changes is None and previous is not None:
             try:  # what the edit did, so a reload says more than the same counts again
                 changes = summary(diff_policies(previous, policy))
             except Exception:
                 logger.exception("chime: cannot compare the new configuration with the last")
-            message += f"; changes: {changes}" if changes else ""
+        message += f"; changes: {changes}" if changes else ""
         logger.info(
             message, extra=fields("config_loaded", summary=policy.summary(), changes=changes)
         )
