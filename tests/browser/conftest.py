@@ -83,9 +83,8 @@ def page_app() -> Iterator[WebApp]:
         yield app
 
 
-@pytest.fixture(scope="module")
-def browser(stand_in: WebApp) -> Iterator[webdriver.Chrome]:
-    """One headless Chromium for the whole module (a fresh profile)."""
+def start_chromium(flags: list[str]) -> webdriver.Chrome:
+    """Headless Chromium with these flags (chromium_flags' and more), its console log kept."""
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
         pytest.fail(
@@ -93,14 +92,20 @@ def browser(stand_in: WebApp) -> Iterator[webdriver.Chrome]:
             "chromium and chromium-driver (.ci/run does), or point CHIME_TEST_CHROMIUM and "
             "CHIME_TEST_CHROMEDRIVER at another build"
         )
-    profile = Path(tempfile.mkdtemp(prefix="chime-csp-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for flag in chromium_flags(stand_in.port, profile):
+    for flag in flags:
         options.add_argument(flag)
     service = Service(executable_path=str(CHROMEDRIVER), env=clean_env())
-    driver = webdriver.Chrome(options=options, service=service)
+    return webdriver.Chrome(options=options, service=service)
+
+
+@pytest.fixture(scope="module")
+def browser(stand_in: WebApp) -> Iterator[webdriver.Chrome]:
+    """One headless Chromium for the whole module (a fresh profile)."""
+    profile = Path(tempfile.mkdtemp(prefix="chime-csp-chromium-"))
+    driver = start_chromium(chromium_flags(stand_in.port, profile))
     driver.set_script_timeout(120)
     driver.set_page_load_timeout(30)
     try:

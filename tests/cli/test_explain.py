@@ -168,7 +168,7 @@ def test_inconsistent_options_are_usage_errors(args, message):
             ["--app-key", "A", *[f"--tenant=t{n}" for n in range(1, 7)]],
             "6 TenantIds given; a meeting has at most 5",
         ),
-        (["--app-key", "A", "--tenant", "x"], "TenantId 'x' is 1 characters long"),
+        (["--app-key", "A", "--tenant", "x"], "TenantId 'x' is 1 character long"),
         (["--app-key", "A B"], "AppKey 'A B' contains whitespace"),
     ],
 )

@@ -240,6 +240,19 @@ def test_several_proxies_and_hosts(tmp_path: Path) -> None:
         assert find_proxy(engine, "other.example.test") == "DIRECT"
 
 
+def test_the_check_host_goes_to_the_proxy(shipped_pac: str, tmp_path: Path) -> None:
+    # People open the proxy's check page at http://chime-egress.invalid/ through the PAC file.
+    with pac_engine(shipped_pac) as engine:
+        assert find_proxy(engine, "chime-egress.invalid", "http") == PROXY
+        assert find_proxy(engine, "other.invalid", "http") == "DIRECT"
+    custom = generate(
+        "--proxy", "127.0.0.1:3128", "--check-host", "Check.Example.TEST", SHIPPED_ALLOWLIST
+    )
+    with pac_engine(custom) as engine:
+        assert find_proxy(engine, "check.example.test", "http") == PROXY
+        assert find_proxy(engine, "chime-egress.invalid", "http") == "DIRECT"
+
+
 def test_no_direct_fallback_after_the_proxy(shipped_pac: str) -> None:
     # A Chime request must fail, not leave without the headers, when the proxy is down.
     assert 'var CHIME_PROXY = "PROXY 127.0.0.1:3128";' in shipped_pac

@@ -69,11 +69,41 @@ def test_lookup_several_addresses_in_aligned_columns():
     )
 
 
-def test_lookup_something_that_is_not_an_address_exit_1():
-    result = run("ranges", "lookup", "meet.chime.aws", "99.77.130.1")
+def test_lookup_a_name_that_does_not_resolve_exit_1():
+    # .invalid never resolves (RFC 6761): the name is reported, the addresses still judged.
+    result = run("ranges", "lookup", "meet.chime.invalid", "99.77.130.1")
     assert result.returncode == 1
-    assert "'meet.chime.aws' is not an IP address" in result.stderr
+    assert result.stderr == (
+        "meet.chime.invalid: cannot resolve this host name (nor is it an IP address)\n"
+    )
     assert result.stdout == "99.77.130.1  99.77.128.0/18  CHIME_MEETINGS  GLOBAL\n"
+
+
+def test_lookup_resolves_a_host_name_and_judges_each_address(tmp_path):
+    # localhost resolves from /etc/hosts, without any DNS server: to 127.0.0.1 (and perhaps ::1).
+    path = write_allowlist(tmp_path, "apps: [{app_key: K}]\ndestinations: {cidrs: [127.0.0.0/8]}\n")
+    result = run("ranges", "lookup", "localhost", "--config", path)
+    rows = result.stdout.splitlines()
+    assert "localhost -> 127.0.0.1  127.0.0.0/8  (destinations.cidrs)" in rows
+    expected = {"localhost -> 127.0.0.1", "localhost -> ::1"}
+    assert all(row.split("  ")[0] in expected for row in rows), rows
+    # ::1, where the machine lists it for localhost, is not in the prefixes: the answer is no.
+    assert result.returncode == (3 if any("::1" in row for row in rows) else 0)
+    document = json.loads(run("ranges", "lookup", "localhost", path, "--format", "json").stdout)
+    assert {"query": "localhost", "host": "localhost", "address": "127.0.0.1"}.items() <= (
+        document[0].items()
+    )
+    assert document[0]["chime"] is True and document[0]["prefix"] == "127.0.0.0/8"
+
+
+def test_lookup_usage_line_is_readable():
+    result = run("ranges", "lookup", "--help")
+    assert result.stdout.startswith(
+        "usage: chime-egress ranges lookup [-h] [--format {text,json}] [--config CONFIG]\n"
+        "                                  ADDRESS|HOST [ADDRESS|HOST ...] [CONFIG]\n"
+    )
+    # The garbled form argparse makes of a nargs="+" positional with such a metavar.
+    assert "[CONFIG] [ADDRESS" not in result.stdout
 
 
 def test_lookup_with_a_config_as_last_argument(tmp_path):
@@ -151,7 +181,7 @@ def test_update_writes_the_configured_snapshot_by_default(config):
     assert "  + 99.77.128.0/18  CHIME_MEETINGS  GLOBAL" in result.stdout
     # ... and the proxy loads the result.
     summary = load_policy(config).summary()
-    assert summary == "1 apps, 0 tenants, 1 prefixes, ranges syncToken 1592576952"
+    assert summary == "1 app, 0 tenants, 1 prefix, ranges syncToken 1592576952"
 
 
 def test_update_forward_in_time_prints_added_and_removed(config):

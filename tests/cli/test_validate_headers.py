@@ -67,7 +67,7 @@ def test_validate_the_shipped_allowlist():
     lines = result.stdout.splitlines()
     # The same words as the proxy's start-up log line.
     assert lines[0] == (
-        "config/allowlist.yaml: valid: 2 apps, 1 tenants, 2 prefixes, ranges syncToken 1787411825"
+        "config/allowlist.yaml: valid: 2 apps, 1 tenant, 2 prefixes, ranges syncToken 1787411825"
         "; mode observe"  # shipped so, for a first run that changes nobody's meetings
     )
     assert "  Example meeting app (ExampleAppKey1): tenants exampleOrgId" in lines
@@ -98,7 +98,7 @@ def test_validate_reports_every_problem_with_file_line_and_field(tmp_path):
     assert result.stdout == ""
     errors = result.stderr.splitlines()
     assert errors[0] == f"{path}: invalid configuration; the proxy would refuse it (4 problems):"
-    assert f"{path}:3: apps[0].tenants[1]: 'x' is 1 characters long" in result.stderr
+    assert f"{path}:3: apps[0].tenants[1]: 'x' is 1 character long" in result.stderr
     assert f"{path}:4: apps[1].app_key: 'AppKey1' is already listed on line 2" in result.stderr
     assert f"{path}:6: apps[2].tenant: unknown key 'tenant'; did you mean 'tenants'?" in (
         result.stderr
@@ -148,7 +148,7 @@ def test_validate_json_on_success():
     assert document["valid"] is True
     assert document["problems"] == []
     assert document["summary"] == (
-        "2 apps, 1 tenants, 2 prefixes, ranges syncToken 1787411825; mode observe"
+        "2 apps, 1 tenant, 2 prefixes, ranges syncToken 1787411825; mode observe"
     )
     assert document["mode"] == "observe"
     assert [app["app_key"] for app in document["apps"]] == ["ExampleAppKey1", "ExampleAppKey2"]

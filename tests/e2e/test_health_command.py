@@ -49,7 +49,7 @@ def test_healthy(proxy: MitmdumpProcess) -> None:
     result = health("--proxy", f"127.0.0.1:{proxy.port}")
     assert result.returncode == 0, result
     assert result.stdout.startswith(f"healthy: 127.0.0.1:{proxy.port}: chime-egress ")
-    assert "1 apps" in result.stdout
+    assert "1 app," in result.stdout
     assert result.stderr == ""
     # The probe made the proxy answer by itself: no upstream connection, no error logged.
     time.sleep(0.3)

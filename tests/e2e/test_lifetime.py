@@ -222,7 +222,7 @@ def test_invalid_allowlist_at_start_is_the_message_alone(
         confdir=mitm_confdir, script=entry_script(entry, shim), allowlist=allowlist, cwd=tmp_path
     )
     assert rc == 1, output
-    assert f"{allowlist}:3: apps[0].tenants[0]: 'x' is 1 characters long" in output
+    assert f"{allowlist}:3: apps[0].tenants[0]: 'x' is 1 character long" in output
     assert_clean_start_up_failure(output)
 
 

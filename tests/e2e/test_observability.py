@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import shlex
 import ssl
 import time
 import urllib.request
@@ -214,6 +216,20 @@ def test_the_observed_command_sums_up_the_log(
     assert text.returncode == 0 and text.stdout.startswith("host ")
 
 
+def test_the_observed_command_counts_plain_http_requests(
+    running: Running, chime_plain_server: EchoServer
+) -> None:
+    # Plain HTTP of an observed client: one request_observed record per request, no connection.
+    url = f"http://{chime_plain_server.host}:{chime_plain_server.port}/plain"
+    for _ in range(2):
+        result = curl(url, proxy_port=running.proxy.port)
+        assert result.status == 200, result
+    wait_for_json_event(running, "request_observed", destination=CHIME_IP)
+    summary = run("observed", "--format", "json", running.json_log)
+    hosts = {entry["host"]: entry for entry in json.loads(summary.stdout)}
+    assert hosts[CHIME_IP]["observed_requests"] >= 2, hosts
+
+
 def test_network_override_applies_to_its_clients_only(
     running: Running, chime_server: EchoServer
 ) -> None:
@@ -239,7 +255,14 @@ def test_a_403_from_chime_is_explained(running: Running, refusing_server: EchoSe
     assert "X-Amzn-Chime-App-Keys: SalesKey" in line
     assert "X-Amzn-Chime-Tenants: SalesKey:salesOrg" in line
     assert "not listed for network sales" in line and "salesOrg" in line
-    assert f"chime-egress explain --client {SALES_CLIENT}" in line
+    # The suggested command, run as given (from another folder), checks the proxy's own file.
+    command = re.search(r"check a meeting with: (chime-egress explain .*?) \[--tenant ID\]", line)
+    assert command is not None, line
+    words = shlex.split(command.group(1).replace("KEY", "SalesKey"))
+    assert words[1:3] == ["explain", "--config"] and Path(words[3]).is_absolute()
+    explained = run(*words[1:], "--tenant", "otherOrg", cwd=Path("/"))
+    assert explained.returncode == 3, explained  # 403, as Chime said
+    assert f"network sales, from {words[3]}" in explained.stdout
     record = wait_for_json_event(running, "chime_403", network="sales")
     assert record["level"] == "WARNING"
     assert record["path"] == "/meetings/abc?x=1"

@@ -114,7 +114,11 @@ def test_valid_edit_takes_effect(
     _poll(fetch, lambda r: _app_keys(r) == ["AppKeyA,AppKeyB"], "the edited allowlist")
     after = fetch()
     assert_chime_headers(after.headers(), "AppKeyA,AppKeyB", "AppKeyA:orgId,salesId", context=after)
-    proxy.wait_for_log(rf"allowlist reloaded from {re.escape(str(allowlist))}", since=mark)
+    line = proxy.wait_for_log(
+        rf"allowlist reloaded from {re.escape(str(allowlist))}.*", since=mark
+    ).group(0)
+    # The reload says what the edit did, not only the same counts as before.
+    assert line.endswith("; changes: default: +app AppKeyB, +tenant AppKeyA:salesId"), line
     assert proxy.returncode is None and proxy.pid == pid  # no restart
 
 

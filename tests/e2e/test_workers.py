@@ -153,7 +153,7 @@ def test_a_bad_configuration_is_refused_once_before_any_worker_starts(
         cwd=tmp_path,
     )
     assert rc == 1, output
-    assert output.count("'x' is 1 characters long") == 1, output
+    assert output.count("'x' is 1 character long") == 1, output
     assert_clean_start_up_failure(output)
 
 

@@ -1,5 +1,6 @@
 """Allowlist parsing: every mistake is refused with the file, the line and the field."""
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_ip_ranges_resolves_against_the_allowlist_folder():
 
 BAD_FILES = [
     ("yaml-syntax", "apps:\n  - app_key: [unclosed\n", 3, "", "YAML syntax error"),
-    ("tab-indent", "apps:\n\t- app_key: K\n", 2, "", "YAML syntax error"),
+    ("tab-indent", "apps:\n\t- app_key: K\n", 2, "", "a tab character"),
     ("empty-file", "", 1, "", "empty"),
     ("not-a-mapping", "- a\n- b\n", 1, "", "must be a mapping"),
     (
@@ -219,8 +220,7 @@ def test_bad_files_are_refused_naming_file_line_and_field(text, line, field, mes
         p.line == line and p.field == field and message in p.message for p in error.problems
     ), str(error)
     assert all(p.path == "/etc/chime/allowlist.yaml" for p in error.problems)
-    rendered = str(error)
-    assert f"/etc/chime/allowlist.yaml:{line}: " in rendered
+    assert re.search(rf"^/etc/chime/allowlist\.yaml:{line}(:\d+)?: ", str(error), re.MULTILINE)
 
 
 def test_every_problem_is_reported_at_once():

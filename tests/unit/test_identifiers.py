@@ -38,7 +38,7 @@ def test_valid_tenant_ids(tenant):
 @pytest.mark.parametrize(
     ("tenant", "reason"),
     [
-        ("a", "1 characters"),
+        ("a", "1 character long"),
         ("x" * 257, "257 characters"),
         ("", "0 characters"),
         ("org id", "' '"),

@@ -105,3 +105,10 @@ def test_webrtc_connect_is_media_unless_the_tunnel_speaks_http():
 def test_mixed_or_other_announced_protocols_stay_intercepted():
     assert reason(connect_alpn="webrtc, h2", sni="signal.x.chime.aws") == ""
     assert reason(connect_alpn="h2", sni="signal.x.chime.aws") == ""
+
+
+def test_a_server_name_with_a_trailing_newline_is_not_a_media_host():
+    # `$` in a Python pattern also matches before a final newline: the match must be whole.
+    hosts = MediaHosts(("ice.*.chime.aws",))
+    assert hosts.match("ice.z2.chime.aws")
+    assert not hosts.match("ice.z2.chime.aws\n")

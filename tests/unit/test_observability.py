@@ -203,17 +203,21 @@ def test_refusal_hint_names_the_apps_and_the_tenant_rules_when_there_are_tenants
         "enforce",
         (App("K1", None, ("t1", "t2"), 1), App("K2", None, (), 2)),
     )
-    hint = refusal_hint(policy, "10.0.0.5")
+    hint = refusal_hint(policy, "10.0.0.5", "/etc/chime egress/allowlist.yaml")
     assert "not listed for network sales (AppKeys K1, K2)" in hint
     assert "app-keys-not-listed" in hint
     assert "listed with tenants (K1: t1, t2)" in hint
     assert "tenants-other-tenants" in hint and "tenants-session-without-tenants" in hint
-    assert "chime-egress explain --client 10.0.0.5 --app-key KEY" in hint
+    # The running file, quoted for the shell, so the command checks what the proxy enforces.
+    assert (
+        "chime-egress explain --config '/etc/chime egress/allowlist.yaml' --client 10.0.0.5 "
+        "--app-key KEY [--tenant ID]"
+    ) in hint
 
 
 def test_refusal_hint_without_tenants_only_suspects_the_app() -> None:
     apps = tuple(App(f"K{index}", None, (), index) for index in range(7))
-    hint = refusal_hint(compile_client_policy("default", "enforce", apps), "::1")
+    hint = refusal_hint(compile_client_policy("default", "enforce", apps), "::1", "a.yaml")
     assert "K0, K1, K2, K3, K4, ... (7 in all)" in hint
     assert "tenants" not in hint.split("; check")[0]
 

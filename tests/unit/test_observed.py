@@ -67,3 +67,25 @@ def test_unreadable_lines_are_reported_not_fatal() -> None:
     ]
     [only] = summary.ordered()
     assert only.host == "x" and only.connections == 1 and only.bytes_from_clients == 0
+
+
+def test_plain_http_requests_of_observed_clients_are_counted_by_host_name() -> None:
+    # Plain HTTP has no connection record of its own: one request_observed record per request.
+    lines = [
+        line(
+            "request_observed",
+            client="10.0.0.1:5000",
+            network="default",
+            mode="observe",
+            host="meet.chime.aws",
+            destination="99.77.128.1",
+            prefix="99.77.128.0/18",
+        )
+        for _ in range(3)
+    ]
+    lines.append(line("connection_observed", client="10.0.0.2:1", sni="meet.chime.aws"))
+    (host,) = summarize([("log", lines)]).ordered()
+    assert host.host == "meet.chime.aws"
+    assert (host.requests, host.connections) == (3, 1)
+    assert host.clients == {"10.0.0.1", "10.0.0.2"}
+    assert host.to_json()["observed_requests"] == 3

@@ -137,4 +137,5 @@ def test_bytes_that_are_not_utf8_are_placed_by_line_and_column(tmp_path: Path) -
         read_text_file(path, "allowlist", 1000)
     [problem] = raised.value.problems
     assert problem.line == 2
-    assert problem.message.startswith("column 14: byte 0xe9 is not UTF-8; save the file as UTF-8")
+    assert problem.column == 14
+    assert problem.message.startswith("byte 0xe9 ('é' in Windows-1252/Latin-1) is not UTF-8")

@@ -266,7 +266,7 @@ def test_malformed_app_keys_values(value, message):
         ("A:t1, t2", "entry 1: TenantId 2 ' t2' contains ' '"),
         ("A B:t1", "entry 1: AppKey 'A B' contains whitespace"),
         ("A:t1:t2", "entry 1: TenantId 1 't1:t2' contains ':'"),
-        ("A:x", "entry 1: TenantId 1 'x' is 1 characters long"),
+        ("A:x", "entry 1: TenantId 1 'x' is 1 character long"),
         ("A:aaaa1", "entry 1: TenantId 1 'aaaa1' repeats a character four or more times"),
         ("A:t1;B:t2;A:t3", "entry 3: AppKey 'A' already has entry 1"),
     ],
@@ -306,7 +306,7 @@ def test_a_malformed_entry_for_another_app_still_blocks_the_verdict():
         ("", (), "AppKey '' is empty"),
         ("A,B", (), "AppKey 'A,B' contains ','"),
         ("A", ("t1", "t2", "t3", "t4", "t5", "t6"), "6 TenantIds given; a meeting has at most 5"),
-        ("A", ("x",), "TenantId 'x' is 1 characters long"),
+        ("A", ("x",), "TenantId 'x' is 1 character long"),
         ("A", ("org id",), "TenantId 'org id' contains ' '"),
     ],
 )

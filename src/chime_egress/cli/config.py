@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ..policy.allowlist import App
 from ..policy.client_policy import ClientPolicy
 from ..policy.compiled import Policy, load_policy
 from ..policy.headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
+from ..policy.identifiers import unused_identifier
 from ..policy.ranges import Prefix, parse_address
 from ..policy.verdict import (
     BOTH_MUST_ACCEPT,
@@ -33,11 +33,14 @@ from .support import (
     EXIT_INVALID,
     EXIT_NO,
     EXIT_OK,
+    LIST_HELP,
     PROXY_REFUSES,
+    ListAction,
     add_command,
     config_argument,
     config_path,
     epilog,
+    format_argument,
     load_policy_or_report,
     prefix_columns,
     print_columns,
@@ -70,12 +73,7 @@ def _add_validate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         ),
         epilog=epilog(ok="the allowlist is valid"),
     )
-    validate.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="stdout format; json is one object with 'valid' and 'problems' (default: text)",
-    )
+    format_argument(validate, "json is one object with 'valid' and 'problems'")
     config_argument(validate)
     validate.set_defaults(handler=_validate)
 
@@ -99,6 +97,7 @@ def _add_headers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=typed(_client_address),
         help="the client's IP address: the headers of its network",
     )
+    format_argument(headers, "json is one object with the network, its mode and the headers")
     config_argument(headers)
     headers.set_defaults(handler=_headers)
 
@@ -131,7 +130,7 @@ def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     _explain_arguments(explain)
-    explain.set_defaults(handler=_explain, parser=explain)
+    explain.set_defaults(handler=_explain)
 
 
 def _explain_arguments(explain: argparse.ArgumentParser) -> None:
@@ -145,9 +144,9 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--tenant",
         metavar="ID",
-        action="append",
+        action=ListAction,
         default=[],
-        help="a TenantId of the session (repeat for up to 5); none: a meeting without TenantIds",
+        help=f"TenantIds of the session (up to 5; {LIST_HELP}); none: a meeting without TenantIds",
     )
     explain.add_argument(
         "--app-keys-header", metavar="V", help="judge this X-Amzn-Chime-App-Keys value"
@@ -155,10 +154,10 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--tenants-header", metavar="V", help="judge this X-Amzn-Chime-Tenants value"
     )
-    explain.add_argument(
-        "config",
-        nargs="?",
-        metavar="CONFIG",
+    format_argument(explain, "json is one object with the verdict and the rules that decided")
+    config_argument(
+        explain,
+        default=None,
         help=f"the allowlist (default: {DEFAULT_CONFIG}); not with the header options",
     )
 
@@ -313,6 +312,17 @@ def _headers(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     clients = policy.clients
     chosen = clients.default if args.client is None else clients.for_client(args.client)
+    if args.format == "json":
+        _print_json(
+            {
+                "config": str(args.config),
+                "client": args.client,
+                "network": _network_json(chosen),
+                "mode": chosen.mode,
+                "headers": [{"name": n, "value": v} for n, v in chosen.http1_headers],
+            }
+        )
+        return EXIT_OK
     if args.client is None and clients.networks:
         names = ", ".join(network.name for network in clients.networks)
         print_error(f"note: the top-level headers; networks {names} have their own: see --client")
@@ -341,29 +351,47 @@ def _explain(args: argparse.Namespace) -> int:
         parser.error("--app-keys-header and --tenants-header need --app-key")
     if args.tenant and args.app_key is None:
         parser.error("--tenant needs --app-key")
+    out = _Output(args.format == "json")
     try:
         session = Session(args.app_key, tuple(args.tenant)) if args.app_key is not None else None
     except InvalidSession as error:
         for problem in error.problems:
             print_error(f"session: {problem}")
+        out.finish({"verdict": None, "problems": [f"session: {p}" for p in error.problems]})
         return EXIT_INVALID
 
     if raw:
         assert session is not None
-        return _explain_one(session, args.app_keys_header, args.tenants_header, "as given")
+        return _explain_one(out, session, args.app_keys_header, args.tenants_header, "as given")
 
     config = config_path(args.config or DEFAULT_CONFIG)
     policy = load_policy_or_report(config)
     if policy is None:
         return EXIT_INVALID
-    client_policy = _explained_client_policy(policy, args.client)
+    client_policy = _explained_client_policy(out, policy, args.client)
     headers = client_policy.headers
     app_keys, tenants = (headers.app_keys, headers.tenants) if headers else (None, None)
     network = f" for network {client_policy.name}" if policy.clients.networks else ""
     origin = f"the proxy's{network}, from {config}"
     if session is not None:
-        return _explain_one(session, app_keys, tenants, origin)
-    return _explain_all(client_policy.apps, app_keys, tenants, origin)
+        return _explain_one(out, session, app_keys, tenants, origin)
+    return _explain_all(out, client_policy.apps, app_keys, tenants, origin)
+
+
+class _Output:
+    """Text printed as it comes, or one JSON object collected and printed at the end."""
+
+    def __init__(self, json_format: bool) -> None:
+        self.json = json_format
+        self.document: dict[str, Any] = {}
+
+    def line(self, text: str = "") -> None:
+        if not self.json:
+            print(text)
+
+    def finish(self, document: dict[str, Any]) -> None:
+        if self.json:
+            _print_json({**self.document, **document})
 
 
 def _client_address(text: str) -> str:
@@ -373,13 +401,13 @@ def _client_address(text: str) -> str:
     return str(address)
 
 
-def _explained_client_policy(policy: Policy, client: str | None) -> ClientPolicy:
+def _explained_client_policy(out: _Output, policy: Policy, client: str | None) -> ClientPolicy:
     clients = policy.clients
     if client is None:
         chosen = clients.default
         if clients.networks:
             names = ", ".join(network.name for network in clients.networks)
-            print(
+            out.line(
                 f"settings: the top level (mode {chosen.mode}); networks {names} have their "
                 "own: see --client"
             )
@@ -390,16 +418,20 @@ def _explained_client_policy(policy: Policy, client: str | None) -> ClientPolicy
             if chosen.line is not None
             else "no networks entry holds it: the top-level settings"
         )
-        print(f"client {client}: {where}, mode {chosen.mode}")
+        out.line(f"client {client}: {where}, mode {chosen.mode}")
     if chosen.observing:
-        print("observe mode: the proxy adds no headers and decrypts nothing for these clients")
+        out.line("observe mode: the proxy adds no headers and decrypts nothing for these clients")
+    out.document.update({"client": client, "network": _network_json(chosen), "mode": chosen.mode})
     return chosen
 
 
-def _print_headers(app_keys: str | None, tenants: str | None, origin: str) -> None:
-    print(f"headers ({origin}):")
+def _print_headers(out: _Output, app_keys: str | None, tenants: str | None, origin: str) -> None:
+    out.line(f"headers ({origin}):")
     for name, value in ((APP_KEYS_HEADER, app_keys), (TENANTS_HEADER, tenants)):
-        print(f"  {name}: {value}" if value is not None else f"  {name}: (not sent)")
+        out.line(f"  {name}: {value}" if value is not None else f"  {name}: (not sent)")
+    out.document.update(
+        {"headers_origin": origin, "headers": {APP_KEYS_HEADER: app_keys, TENANTS_HEADER: tenants}}
+    )
 
 
 def _describe_session(session: Session) -> str:
@@ -407,36 +439,50 @@ def _describe_session(session: Session) -> str:
     return f"AppKey {session.app_key}, TenantIds {tenants}"
 
 
-def _explain_one(session: Session, app_keys: str | None, tenants: str | None, origin: str) -> int:
+def _session_json(session: Session) -> dict[str, Any]:
+    return {"app_key": session.app_key, "tenant_ids": list(session.tenant_ids)}
+
+
+def _explain_one(
+    out: _Output, session: Session, app_keys: str | None, tenants: str | None, origin: str
+) -> int:
     try:
         verdict = judge(session, app_keys, tenants)
     except MalformedHeader as error:
         for problem in error.problems:
             print_error(problem)
         print_error("cannot say what Chime would do: the AWS guide does not define such values")
+        out.finish({"verdict": None, "problems": list(error.problems)})
         return EXIT_INVALID
-    print(f"session: {_describe_session(session)}")
-    _print_headers(app_keys, tenants, origin)
-    print(f"verdict: {verdict.decision.value}")
+    out.line(f"session: {_describe_session(session)}")
+    _print_headers(out, app_keys, tenants, origin)
+    out.line(f"verdict: {verdict.decision.value}")
     for applied in verdict.rules:
-        print(f"  {applied.decision.value:<6}  {applied.detail}")
-        print(f'          AWS: "{applied.rule.wording}"')
-    print(BOTH_MUST_ACCEPT)
+        out.line(f"  {applied.decision.value:<6}  {applied.detail}")
+        out.line(f'          AWS: "{applied.rule.wording}"')
+    out.line(BOTH_MUST_ACCEPT)
+    out.finish(
+        {
+            "session": _session_json(session),
+            "verdict": verdict.decision.value,
+            "rules": [
+                {
+                    "code": applied.rule.code,
+                    "header": applied.rule.header,
+                    "decision": applied.decision.value,
+                    "detail": applied.detail,
+                    "wording": applied.rule.wording,
+                }
+                for applied in verdict.rules
+            ],
+        }
+    )
     return EXIT_OK if verdict.accepted else EXIT_NO
-
-
-def _unused(base: str, taken: Sequence[str]) -> str:
-    """`base`, or base2, base3...: an example identifier that is not in the allowlist."""
-    candidate, number = base, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{base}{number}"
-    return candidate
 
 
 def _example_sessions(app: App) -> list[tuple[str, Session]]:
     if app.tenants:
-        other = _unused("otherTenantId", app.tenants)
+        other = unused_identifier("otherTenantId", app.tenants)
         return [
             (f"TenantIds {app.tenants[0]}", Session(app.app_key, (app.tenants[0],))),
             (f"TenantIds {other} (not listed)", Session(app.app_key, (other,))),
@@ -449,14 +495,14 @@ def _example_sessions(app: App) -> list[tuple[str, Session]]:
 
 
 def _explain_all(
-    apps: tuple[App, ...], app_keys: str | None, tenants: str | None, origin: str
+    out: _Output, apps: tuple[App, ...], app_keys: str | None, tenants: str | None, origin: str
 ) -> int:
-    _print_headers(app_keys, tenants, origin)
+    _print_headers(out, app_keys, tenants, origin)
     groups: list[tuple[str, list[tuple[str, Session]]]] = []
     for app in apps:
         limit = f"tenants {', '.join(app.tenants)}" if app.tenants else "any tenant"
         groups.append((f"{app.label}, {limit}", _example_sessions(app)))
-    other_app = _unused("OtherAppKey", [app.app_key for app in apps])
+    other_app = unused_identifier("OtherAppKey", [app.app_key for app in apps])
     groups.append(
         (
             f"any app not listed (for example AppKey {other_app})",
@@ -464,20 +510,33 @@ def _explain_all(
         )
     )
     used: set[str] = set()
+    judged: list[dict[str, Any]] = []
     for title, sessions in groups:
-        print()
-        print(f"{title}:")
+        out.line()
+        out.line(f"{title}:")
         width = max(len(label) for label, _ in sessions)
         for label, session in sessions:
             verdict = judge(session, app_keys, tenants)
             used.update(applied.rule.code for applied in verdict.deciding)
-            print(f"  {verdict.decision.value:<6}  {label:<{width}}  {_deciding(verdict)}")
-    print()
-    print(BOTH_MUST_ACCEPT)
-    print("The rules that decided, from the AWS guide 'Using AppKeys and TenantIDs':")
-    for rule in RULES:
-        if rule.code in used:
-            print(f'  {rule.code}: "{rule.wording}"')
+            out.line(f"  {verdict.decision.value:<6}  {label:<{width}}  {_deciding(verdict)}")
+            judged.append(
+                {
+                    "group": title,
+                    "label": label,
+                    "session": _session_json(session),
+                    "verdict": verdict.decision.value,
+                    "deciding": [applied.rule.code for applied in verdict.deciding],
+                }
+            )
+    out.line()
+    out.line(BOTH_MUST_ACCEPT)
+    out.line("The rules that decided, from the AWS guide 'Using AppKeys and TenantIDs':")
+    rules = [rule for rule in RULES if rule.code in used]
+    for rule in rules:
+        out.line(f'  {rule.code}: "{rule.wording}"')
+    out.finish(
+        {"sessions": judged, "rules": [{"code": r.code, "wording": r.wording} for r in rules]}
+    )
     return EXIT_OK
 
 

@@ -28,8 +28,9 @@ from ..csp import (
     needed_sources,
     parse_features,
 )
+from ..csp.features import check_features
 from ..csp.matching import parse_origin
-from .support import add_command, print_error, typed
+from .support import LIST_HELP, ListAction, add_command, format_argument, print_error, typed
 
 EXIT_OK = 0
 EXIT_BLOCKED = 1
@@ -40,7 +41,14 @@ REPORT_ONLY_HEADER = "Content-Security-Policy-Report-Only"
 URL_TIMEOUT_SECONDS = 30
 MAX_BODY_BYTES = 2 * 1024 * 1024  # enough to find <meta> policies in the page's head
 
-_FEATURE_HELP = f"comma-separated, from: {', '.join(FEATURES)}"
+_FEATURE_HELP = f"the features the page uses ({LIST_HELP}), from: {', '.join(FEATURES)}"
+
+
+def _feature(name: str) -> str:
+    (feature,) = parse_features(name)
+    return feature
+
+
 _POLICY_FILE_HELP = (
     "a file of policies, one header value per line; a line may start with "
     f"'{HEADER}:' or '{REPORT_ONLY_HEADER}:'; # starts a comment line"
@@ -101,7 +109,7 @@ def _add_generate(csp_commands: argparse._SubParsersAction[argparse.ArgumentPars
     generate.add_argument(
         "--header", action="store_true", help=f"print a whole '{HEADER}: ...' header line"
     )
-    generate.set_defaults(handler=_generate, parser=generate)
+    generate.set_defaults(handler=_generate)
 
 
 def _add_check(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -137,8 +145,8 @@ def _add_check(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="with an https --url: trust the CA certificates in FILE (PEM) instead of the "
         "system's, e.g. a development server's own CA",
     )
-    check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(handler=_check, parser=check)
+    format_argument(check, "json is one object with the features and findings", "--json")
+    check.set_defaults(handler=_check)
 
 
 def _add_merge(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -160,15 +168,16 @@ def _add_merge(csp_commands: argparse._SubParsersAction[argparse.ArgumentParser]
     _policy_arguments(merge, url=False)
     _features_argument(merge)
     _unsafe_eval_argument(merge)
-    merge.set_defaults(handler=_merge, parser=merge)
+    merge.set_defaults(handler=_merge)
 
 
 def _features_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--features",
         required=True,
-        type=typed(parse_features),
-        metavar="F,...",
+        action=ListAction,
+        item=_feature,
+        metavar="F",
         help=_FEATURE_HELP,
     )
 
@@ -294,7 +303,9 @@ def _given_policies(args: argparse.Namespace) -> list[_Header]:
 def _generate(args: argparse.Namespace) -> int:
     try:
         policy = generate_policy(
-            args.features, allow_unsafe_eval=args.allow_unsafe_eval, report_uri=args.report_uri
+            check_features(args.features),
+            allow_unsafe_eval=args.allow_unsafe_eval,
+            report_uri=args.report_uri,
         )
     except ValueError as error:
         parser: argparse.ArgumentParser = args.parser
@@ -322,11 +333,11 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = check_policies(
         [header.value for header in headers if not header.report_only],
-        args.features,
+        check_features(args.features),
         origin or SAMPLE_ORIGIN,
         report_only=[header.value for header in headers if header.report_only],
     )
-    if args.json:
+    if args.format == "json":
         document = report.to_json()
         if args.url is not None:
             document["url"] = args.url
@@ -384,6 +395,8 @@ def _merge(args: argparse.Namespace) -> int:
     for header in headers:
         value = header.value
         if not header.report_only:
-            value = merge_policies(value, args.features, allow_unsafe_eval=args.allow_unsafe_eval)
+            value = merge_policies(
+                value, check_features(args.features), allow_unsafe_eval=args.allow_unsafe_eval
+            )
         print(f"{header.name}: {value}" if header.name else value)
     return EXIT_OK

@@ -1,4 +1,5 @@
-"""`chime-egress pac`, `firewall` and `health`: putting the proxy in the path, and checking it.
+"""`chime-egress pac`, `firewall`, `health` and `ca`: putting the proxy in the path, checking it,
+and the CA certificate its clients must trust.
 
 The PAC file and the firewall rules list the PrefixTable's own prefixes (chime_egress.deploy
 renders them); `health` probes a running proxy without forwarding anything.
@@ -7,9 +8,18 @@ renders them); `health` probes a running proxy without forwarding anything.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .. import __version__
+from ..certificates import (
+    CERT_NAME,
+    DEFAULT_CONFDIR,
+    OTHER_FORMATS,
+    key_exposure,
+    read_ca_certificate,
+)
 from ..deploy import addresses
 from ..deploy.health import DEFAULT_CHECK_HOST, probe_proxy
 from ..deploy.nftables import DEFAULT_REDIRECT_PORTS, render_nftables
@@ -17,10 +27,13 @@ from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
 from .support import (
     EXIT_INVALID,
     EXIT_OK,
+    LIST_HELP,
+    ListAction,
     add_command,
     config_argument,
     config_path,
     epilog,
+    format_argument,
     load_policy_or_report,
     print_error,
     typed,
@@ -28,10 +41,37 @@ from .support import (
 
 
 def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `pac`, `firewall` and `health` to the chime-egress command line."""
+    """Add `pac`, `firewall`, `health` and `ca` to the chime-egress command line."""
     _add_pac(commands)
     _add_firewall(commands)
     _add_health(commands)
+    _add_ca(commands)
+
+
+def _add_ca(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ca = add_command(
+        commands,
+        "ca",
+        summary="where the proxy's CA certificate is, and its SHA-256 fingerprint",
+        description=(
+            "Print where mitmproxy keeps the proxy's CA certificate (the one clients must\n"
+            "trust for the Chime connections it decrypts), its subject, validity and SHA-256\n"
+            "fingerprint, to compare with what a client has installed. mitmproxy creates it on\n"
+            "its first start in its confdir (--set confdir=DIR; ~/.mitmproxy by default).\n"
+            "Distribute mitmproxy-ca-cert.pem (or .cer, .p12), never mitmproxy-ca.pem: that\n"
+            "file holds the private key. A running proxy also serves the certificate at\n"
+            "http://chime-egress.invalid/ca.pem (its check page)."
+        ),
+        epilog=epilog(ok="printed", invalid="no readable CA certificate in the confdir"),
+    )
+    ca.add_argument(
+        "--confdir",
+        default=DEFAULT_CONFDIR,
+        metavar="DIR",
+        help=f"mitmproxy's confdir, as given to the proxy (default: {DEFAULT_CONFDIR})",
+    )
+    format_argument(ca, "json is one object with the path and the fingerprint")
+    ca.set_defaults(handler=_ca)
 
 
 def _add_pac(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +86,8 @@ def _add_pac(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "checked with isInNet; IPv6 prefixes with isInNetEx where the browser has it\n"
             "(Chrome, Edge), else with the file's own matcher. The prefixes are the proxy's,\n"
             "from the same allowlist and ranges file; regenerate after changing either.\n\n"
+            "The proxy's check host (--check-host, chime-egress.invalid by default) is sent to\n"
+            "the proxy too, so people can open its check page at http://chime-egress.invalid/.\n\n"
             "With several --proxy, browsers try them in order. There is deliberately no DIRECT\n"
             "fallback: when no proxy answers, Chime requests fail instead of leaving without\n"
             "the headers."
@@ -55,19 +97,21 @@ def _add_pac(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pac.add_argument(
         "--proxy",
         required=True,
-        action="append",
-        type=typed(addresses.parse_proxy_address),
+        action=ListAction,
+        item=addresses.parse_proxy_address,
         metavar="HOST:PORT",
-        help="the proxy browsers should use, e.g. proxy.example.com:8080 (repeat for fail-over)",
+        help="the proxy browsers should use, e.g. proxy.example.com:8080; several for "
+        f"fail-over ({LIST_HELP})",
     )
     pac.add_argument(
         "--host",
-        action="append",
-        type=typed(addresses.check_host_pattern),
+        action=ListAction,
+        item=addresses.check_host_pattern,
         metavar="PATTERN",
-        help="send host names matching this shExpMatch pattern to the proxy (repeat; "
+        help=f"send host names matching these shExpMatch patterns to the proxy ({LIST_HELP}; "
         f"default: {', '.join(DEFAULT_PAC_HOSTS)})",
     )
+    _check_host_argument(pac)
     config_argument(pac)
     pac.set_defaults(handler=_pac)
 
@@ -89,7 +133,7 @@ def _add_firewall(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         epilog=epilog(ok="rules printed", invalid="invalid allowlist"),
     )
     _firewall_arguments(firewall)
-    firewall.set_defaults(handler=_firewall, parser=firewall)
+    firewall.set_defaults(handler=_firewall)
 
 
 def _firewall_arguments(firewall: argparse.ArgumentParser) -> None:
@@ -108,10 +152,11 @@ def _firewall_arguments(firewall: argparse.ArgumentParser) -> None:
     )
     firewall.add_argument(
         "--ports",
-        type=typed(addresses.parse_ports),
+        action=ListAction,
+        item=addresses.parse_port,
         default=DEFAULT_REDIRECT_PORTS,
-        metavar="P,P",
-        help="destination TCP ports to redirect (default: 80,443)",
+        metavar="P",
+        help=f"destination TCP ports to redirect ({LIST_HELP}; default: 80,443)",
     )
     firewall.add_argument(
         "--hook",
@@ -163,15 +208,21 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="SECONDS",
         help="give up after this long (default: 5)",
     )
-    health.add_argument(
+    _check_host_argument(health)
+    health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
+    format_argument(health, "json is one object with 'healthy' and 'detail'")
+    health.set_defaults(handler=_health)
+
+
+def _check_host_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--check-host",
         default=DEFAULT_CHECK_HOST,
+        type=typed(addresses.check_host_pattern),
         metavar="HOST",
-        help="the host name the proxy answers itself, its chime_check_host option "
-        f"(default: {DEFAULT_CHECK_HOST})",
+        help="the host name the proxy answers itself (its check page and health probe), its "
+        f"chime_check_host option (default: {DEFAULT_CHECK_HOST})",
     )
-    health.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
-    health.set_defaults(handler=_health)
 
 
 # pac
@@ -182,7 +233,8 @@ def _pac(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(config)
     if policy is None:
         return EXIT_INVALID
-    hosts = tuple(dict.fromkeys(args.host or DEFAULT_PAC_HOSTS))
+    # The check host too: browsers using the PAC must reach the proxy's check page.
+    hosts = tuple(dict.fromkeys([*(args.host or DEFAULT_PAC_HOSTS), args.check_host]))
     sys.stdout.write(render_pac(policy, str(config), args.proxy, hosts, __version__))
     return EXIT_OK
 
@@ -218,11 +270,47 @@ def _firewall(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     health = probe_proxy(args.proxy, args.timeout, args.check_host)
+    if args.format == "json":
+        print(json.dumps({"healthy": health.healthy, "detail": health.detail}, indent=2))
+        return EXIT_OK if health.healthy else EXIT_INVALID
     if not health.healthy:
         print_error(f"unhealthy: {health.detail}")
         return EXIT_INVALID
     if not args.quiet:
         print(f"healthy: {health.detail}")
+    return EXIT_OK
+
+
+# ca
+
+
+def _ca(args: argparse.Namespace) -> int:
+    confdir = Path(args.confdir).expanduser()
+    try:
+        certificate = read_ca_certificate(confdir)
+    except FileNotFoundError:
+        print_error(
+            f"{confdir / CERT_NAME}: not found; mitmproxy creates it on its first start with "
+            f"--set confdir={confdir}"
+        )
+        return EXIT_INVALID
+    except (OSError, ValueError) as error:
+        print_error(f"{confdir / CERT_NAME}: cannot read a PEM certificate: {error}")
+        return EXIT_INVALID
+    exposure = key_exposure(confdir)
+    if exposure is not None:
+        print_error(f"warning: {exposure}")
+    if args.format == "json":
+        others = [str(confdir / name) for name in OTHER_FORMATS if (confdir / name).exists()]
+        print(json.dumps({**certificate.to_json(), "other_formats": others}, indent=2))
+        return EXIT_OK
+    print(f"certificate: {certificate.path}")
+    for name in OTHER_FORMATS:
+        if (confdir / name).exists():
+            print(f"  the same as: {confdir / name}")
+    print(f"subject: {certificate.subject}")
+    print(f"valid: {certificate.not_before:%Y-%m-%d} to {certificate.not_after:%Y-%m-%d}")
+    print(f"SHA-256 fingerprint: {certificate.sha256}")
     return EXIT_OK
 
 

@@ -22,14 +22,16 @@ from .. import __version__
 from .config import add_config_commands
 from .csp import add_csp_commands
 from .deploy import add_deploy_commands
+from .diff import add_diff_commands
 from .observed import add_observed_commands
 from .ranges import add_ranges_commands
 from .run import COMMAND as RUN
 from .run import add_run_command, run_proxy
-from .support import HelpFormatter
+from .support import HelpFormatter, resolve_config
+from .tooling import add_tooling_commands
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chime-egress",
         formatter_class=HelpFormatter,
@@ -54,10 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     # In this order in the help's command list.
     add_run_command(commands)  # run
     add_config_commands(commands)  # validate, headers, explain
+    add_diff_commands(commands)  # diff
     add_ranges_commands(commands)  # ranges lookup, ranges update
     add_deploy_commands(commands)  # pac, firewall, health
     add_observed_commands(commands)  # observed
     add_csp_commands(commands)  # csp generate, csp check, csp merge
+    add_tooling_commands(commands)  # schema, completion
     return parser
 
 
@@ -66,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == [RUN]:
         # mitmdump's command line, whole: argparse here would take its options for ours.
         return run_proxy(arguments[1:])
-    args = _parser().parse_args(arguments)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(arguments)
+    # Said by the subcommand's own parser, so the usage shown is the one that was mistyped.
+    command_parser: argparse.ArgumentParser = getattr(args, "parser", parser)
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    resolve_config(args)
     try:
         code: int = args.handler(args)
     except BrokenPipeError:

@@ -2,8 +2,9 @@
 
 Before enforcing, an admin needs to know which apps are in use. The proxy cannot see AppKeys
 (they live inside Chime's meeting data), but the TLS server names and the clients tell which
-services and which teams to ask. This reads the `connection_observed` (and, for comparison,
-`connection_intercepted` and `chime_403`) records that `chime_log_json` writes.
+services and which teams to ask. This reads the `connection_observed` and `request_observed`
+(plain HTTP, one per request) records, and for comparison `connection_intercepted` and
+`chime_403`, that `chime_log_json` writes.
 
 `summarize` is the pure part; `add_observed_commands` adds the `chime-egress observed` command,
 which reads the files and prints the summary.
@@ -18,9 +19,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .support import EXIT_INVALID, EXIT_OK, add_command, epilog, print_columns, print_error, typed
+from .support import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_command,
+    epilog,
+    format_argument,
+    print_columns,
+    print_error,
+    typed,
+)
 
 OBSERVED = "connection_observed"
+REQUEST_OBSERVED = "request_observed"  # plain HTTP of an observed client: no connection record
 INTERCEPTED = "connection_intercepted"
 REFUSED = "chime_403"
 
@@ -29,6 +40,7 @@ REFUSED = "chime_403"
 class HostSummary:
     host: str  # the TLS server name, else the destination address
     connections: int = 0
+    requests: int = 0  # observed plain-HTTP requests
     intercepted: int = 0
     refusals: int = 0
     bytes_from_clients: int = 0
@@ -42,6 +54,7 @@ class HostSummary:
         return {
             "host": self.host,
             "observed_connections": self.connections,
+            "observed_requests": self.requests,
             "intercepted_connections": self.intercepted,
             "chime_403": self.refusals,
             "bytes_from_clients": self.bytes_from_clients,
@@ -61,7 +74,10 @@ class Summary:
 
     def ordered(self) -> list[HostSummary]:
         """Busiest first: the hosts most connections went to."""
-        return sorted(self.hosts.values(), key=lambda h: (-(h.connections + h.intercepted), h.host))
+        return sorted(
+            self.hosts.values(),
+            key=lambda h: (-(h.connections + h.requests + h.intercepted), h.host),
+        )
 
 
 def summarize(sources: Iterable[tuple[str, Iterable[str]]]) -> Summary:
@@ -86,21 +102,19 @@ def summarize(sources: Iterable[tuple[str, Iterable[str]]]) -> Summary:
 
 def _add(summary: Summary, record: dict[str, object]) -> None:
     event = record.get("event")
-    if event not in (OBSERVED, INTERCEPTED, REFUSED):
+    if event not in (OBSERVED, REQUEST_OBSERVED, INTERCEPTED, REFUSED):
         return
-    # 403 records carry the request's host (no port); connection records the server name and
-    # the destination address.
-    host = (
-        _text(record.get("sni"))
-        or _text(record.get("destination"))
-        or _text(record.get("host"))
-        or "?"
-    )
+    # 403 and plain-HTTP records carry the request's host name; connection records the server
+    # name (if the client sent one) and the destination address.
+    names = ("host", "sni", "destination") if event == REQUEST_OBSERVED else ("sni", "destination")
+    host = next((_text(record.get(n)) for n in (*names, "host") if _text(record.get(n))), "?")
     entry = summary.hosts.setdefault(host, HostSummary(host))
     if event == OBSERVED:
         entry.connections += 1
         entry.bytes_from_clients += _number(record.get("bytes_from_client"))
         entry.bytes_from_servers += _number(record.get("bytes_from_server"))
+    elif event == REQUEST_OBSERVED:
+        entry.requests += 1
     elif event == INTERCEPTED:
         entry.intercepted += 1
     else:
@@ -134,20 +148,16 @@ def add_observed_commands(commands: argparse._SubParsersAction[argparse.Argument
         description=(
             "Read the proxy's JSON log lines (written with --set chime_log_json=FILE) and sum\n"
             "up its Chime connections per TLS server name (else destination address): observed\n"
-            "connections, the bytes each way, the clients and networks they came from, first\n"
-            "and last seen; and, for comparison, intercepted connections and 403s from Chime.\n"
+            "connections and plain-HTTP requests, the bytes each way, the clients and networks\n"
+            "they came from, first and last seen; and, for comparison, intercepted connections\n"
+            "and 403s from Chime.\n"
             "Busiest host first. The server names and clients tell which apps are in use and\n"
             "whom to ask for their AppKeys before enforcing."
         ),
         epilog=epilog(ok="summary printed", invalid="a file cannot be read"),
     )
     observed.add_argument("logs", nargs="+", metavar="FILE", help="JSON log files ('-': stdin)")
-    observed.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="stdout format; json is a list of hosts (default: text)",
-    )
+    format_argument(observed, "json is a list of hosts")
     observed.add_argument(
         "--clients",
         type=typed(_positive),
@@ -189,7 +199,18 @@ def _observed(args: argparse.Namespace) -> int:
     if not hosts:
         print(f"no Chime connections in {summary.lines_read} log lines")
         return EXIT_OK
-    rows = [("host", "observed", "intercepted", "403", "from clients", "from servers", "clients")]
+    rows = [
+        (
+            "host",
+            "observed",
+            "requests",
+            "intercepted",
+            "403",
+            "from clients",
+            "from servers",
+            "clients",
+        )
+    ]
     for host in hosts:
         shown = sorted(host.clients)[: args.clients]
         more = f" (+{len(host.clients) - len(shown)})" if len(host.clients) > len(shown) else ""
@@ -197,6 +218,7 @@ def _observed(args: argparse.Namespace) -> int:
             (
                 host.host,
                 str(host.connections),
+                str(host.requests),
                 str(host.intercepted),
                 str(host.refusals),
                 _bytes(host.bytes_from_clients),

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import stat
 import tempfile
 import urllib.error
@@ -17,10 +18,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
 from ..policy.allowlist import Allowlist, Destinations, load_allowlist
+from ..policy.compiled import Policy
 from ..policy.ranges import (
     Prefix,
     RangesSnapshot,
@@ -29,17 +32,17 @@ from ..policy.ranges import (
     parse_address,
 )
 from .support import (
-    DEFAULT_CONFIG,
     EXIT_INVALID,
     EXIT_NO,
     EXIT_OK,
     add_command,
     config_argument,
+    config_option,
     config_path,
     epilog,
+    format_argument,
     load_policy_or_report,
     plural,
-    prefix_columns,
     print_columns,
     print_error,
     report_problems,
@@ -73,16 +76,27 @@ def _add_lookup(ranges_commands: argparse._SubParsersAction[argparse.ArgumentPar
         description=(
             "For each address, the prefix that makes it a Chime destination for the proxy, with\n"
             "its service and region, or 'not a Chime destination'. IPv4, IPv6 and IPv4-mapped\n"
-            "IPv6 (::ffff:a.b.c.d) addresses. The last argument is read as CONFIG when it is\n"
-            "not an IP address and names an existing file or ends in .yaml or .yml."
+            "IPv6 (::ffff:a.b.c.d) addresses. A host name is resolved (as the proxy does when\n"
+            "it must judge a name) and each of its addresses is judged. The last argument is\n"
+            "read as CONFIG when it is not an address and names an existing file or ends in\n"
+            ".yaml or .yml; --config CONFIG says so explicitly."
         ),
         epilog=epilog(
             ok="every address is a Chime destination",
-            invalid="invalid allowlist, or an argument that is not an IP address",
+            invalid="invalid allowlist, or a host name that does not resolve",
             no="at least one address is not a Chime destination",
         ),
     )
-    lookup.add_argument("items", nargs="+", metavar="ADDRESS ... [CONFIG]", help="addresses")
+    # argparse garbles the usage of a nargs="+" positional with such a metavar: say it.
+    lookup.usage = (
+        "chime-egress ranges lookup [-h] [--format {text,json}] [--config CONFIG]\n"
+        "                                  ADDRESS|HOST [ADDRESS|HOST ...] [CONFIG]"
+    )
+    lookup.add_argument(
+        "items", nargs="+", metavar="ADDRESS|HOST", help="IP addresses or host names"
+    )
+    format_argument(lookup, "json is a list with one object per address judged")
+    config_option(lookup)
     lookup.set_defaults(handler=_ranges_lookup)
 
 
@@ -133,36 +147,77 @@ def _looks_like_config(text: str) -> bool:
 
 def _ranges_lookup(args: argparse.Namespace) -> int:
     items: list[str] = list(args.items)
-    config_text = DEFAULT_CONFIG
-    if len(items) > 1 and parse_address(items[-1]) is None and _looks_like_config(items[-1]):
+    config_text = args.config
+    if (
+        args.config_option is None
+        and len(items) > 1
+        and parse_address(items[-1]) is None
+        and _looks_like_config(items[-1])
+    ):
         config_text = items.pop()
     policy = load_policy_or_report(config_path(config_text))
     if policy is None:
         return EXIT_INVALID
-    rows: list[tuple[str, ...]] = []
-    bad = outside = False
+    results: list[dict[str, Any]] = []
+    unresolved = False
     for text in items:
-        address = parse_address(text)
-        if address is None:
-            print_error(f"{text!r} is not an IP address")
-            bad = True
+        if parse_address(text) is not None:
+            results.append(_judged(policy, text, None))
             continue
-        prefix = policy.table.lookup(text)
-        if address.version == 4 and ":" in text:
-            shown = f"{text} (IPv4-mapped {address})"
-        elif str(address) != text:
-            shown = f"{text} ({address})"
-        else:
-            shown = text
-        if prefix is None:
-            outside = True
-            rows.append((shown, "not a Chime destination"))
-        else:
-            rows.append((shown, str(prefix.network), *prefix_columns(prefix)))
-    print_columns(rows)
-    if bad:
+        addresses = _resolve(text)
+        if not addresses:
+            print_error(f"{text}: cannot resolve this host name (nor is it an IP address)")
+            unresolved = True
+        results += [_judged(policy, address, text) for address in addresses]
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    else:
+        print_columns([_lookup_row(result) for result in results])
+    if unresolved:
         return EXIT_INVALID
-    return EXIT_NO if outside else EXIT_OK
+    return EXIT_OK if all(result["chime"] for result in results) else EXIT_NO
+
+
+def _resolve(host: str) -> list[str]:
+    """Every address of `host`, IPv4 and IPv6, in the resolver's order, without repeats."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+
+
+def _judged(policy: Policy, text: str, host: str | None) -> dict[str, Any]:
+    address = parse_address(text)
+    assert address is not None
+    prefix = policy.table.lookup(text)
+    return {
+        "query": host or text,
+        "host": host,
+        "address": text,
+        "ipv4_mapped": str(address) if address.version == 4 and ":" in text else None,
+        "chime": prefix is not None,
+        "prefix": None if prefix is None else str(prefix.network),
+        "service": None if prefix is None else prefix.service,
+        "region": None if prefix is None else prefix.region,
+        "origin": None if prefix is None else prefix.origin,
+    }
+
+
+def _lookup_row(result: dict[str, Any]) -> tuple[str, ...]:
+    text = result["address"]
+    shown = text
+    if result["ipv4_mapped"]:
+        shown = f"{text} (IPv4-mapped {result['ipv4_mapped']})"
+    elif str(parse_address(text)) != text:
+        shown = f"{text} ({parse_address(text)})"
+    if result["host"]:
+        shown = f"{result['host']} -> {shown}"
+    if not result["chime"]:
+        return (shown, "not a Chime destination")
+    if result["origin"] == "cidrs":
+        return (shown, result["prefix"], "(destinations.cidrs)")
+    return (shown, result["prefix"], result["service"], result["region"])
 
 
 # ranges update

@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import shtab
+
 from ..errors import ConfigError, Problem
+from ..errors import plural as plural  # re-exported: the command modules count with it
 from ..policy.compiled import Policy, load_policy
 from ..policy.ranges import Prefix
 
@@ -47,7 +50,7 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """A subcommand: `summary` in its parent's command list, and a --help that keeps the
     hand-wrapped `description` and `epilog` (the exit codes) as written."""
-    return commands.add_parser(
+    parser = commands.add_parser(
         name,
         help=summary,
         formatter_class=HelpFormatter,
@@ -55,6 +58,9 @@ def add_command(
         epilog=epilog,
         add_help=add_help,
     )
+    # The innermost command's parser reports usage errors, so they name the subcommand.
+    parser.set_defaults(parser=parser)
+    return parser
 
 
 def epilog(
@@ -65,15 +71,98 @@ def epilog(
     return f"{text}\n  3  {no}" if no else text
 
 
-def config_argument(parser: argparse.ArgumentParser) -> None:
-    """The optional CONFIG positional argument, config/allowlist.yaml by default."""
-    parser.add_argument(
-        "config",
-        nargs="?",
-        default=DEFAULT_CONFIG,
-        metavar="CONFIG",
-        help=f"the allowlist (default: {DEFAULT_CONFIG})",
+def config_argument(
+    parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG, help: str = ""
+) -> None:
+    """The allowlist: CONFIG, or --config CONFIG (the spelling the proxy's 403 hint uses).
+
+    `resolve_config` (called by main after parsing) joins the two into `args.config`."""
+    text = help or f"the allowlist (default: {DEFAULT_CONFIG})"
+    argument = parser.add_argument("config", nargs="?", metavar="CONFIG", help=text)
+    argument.complete = shtab.FILE  # type: ignore[attr-defined]
+    config_option(parser, default)
+
+
+def config_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
+    """--config CONFIG alone, for a command whose positional arguments are something else."""
+    option = parser.add_argument(
+        "--config", dest="config_option", metavar="CONFIG", help="the allowlist, as an option"
     )
+    option.complete = shtab.FILE  # type: ignore[attr-defined]
+    parser.set_defaults(config_default=default)
+
+
+def resolve_config(args: argparse.Namespace) -> None:
+    """`args.config`: --config, else the CONFIG argument, else the command's default."""
+    if not hasattr(args, "config_default"):
+        return
+    given = getattr(args, "config", None)
+    option = args.config_option
+    if option is not None and given is not None and option != given:
+        args.parser.error(f"the allowlist is given twice: CONFIG {given} and --config {option}")
+    args.config = option or given or args.config_default
+
+
+FORMATS = ("text", "json")
+
+
+def format_argument(parser: argparse.ArgumentParser, json_help: str, *aliases: str) -> None:
+    """--format text|json, as every command printing a result has; `aliases` (e.g. --json)
+    are older spellings of --format json that scripts may still use."""
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help=f"stdout format; {json_help} (default: text)",
+    )
+    for alias in aliases:
+        parser.add_argument(
+            alias,
+            dest="format",
+            action="store_const",
+            const="json",
+            help="the same as --format json (kept for existing scripts)",
+        )
+
+
+class ListAction(argparse.Action):
+    """The one list convention: repeat the option, or separate values with commas, or both
+    (`--tenant a --tenant b` is `--tenant a,b`). Each value is checked by `item` (a parser
+    raising ValueError); repeats are dropped; the first use replaces the default."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        item: Callable[[str], object] = str,
+        **kwargs: object,
+    ) -> None:
+        self.item = item
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.default else list(current)
+        pieces = [piece.strip() for piece in str(values).split(",") if piece.strip()]
+        if not pieces:
+            raise argparse.ArgumentError(self, "no value given")
+        for piece in pieces:
+            try:
+                value = self.item(piece)
+            except ValueError as problem:
+                raise argparse.ArgumentError(self, str(problem)) from None
+            if value not in items:
+                items.append(value)
+        setattr(namespace, self.dest, items)
+
+
+LIST_HELP = "repeat, or separate with commas"
 
 
 def print_error(message: str) -> None:
@@ -118,10 +207,6 @@ def shown_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def plural(count: int, word: str, words: str) -> str:
-    return f"{count} {word if count == 1 else words}"
 
 
 def prefix_columns(prefix: Prefix) -> tuple[str, ...]:

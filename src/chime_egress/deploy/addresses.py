@@ -11,6 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from ..errors import plural
 from ..policy.compiled import Policy
 from ..policy.ranges import IPNetwork
 
@@ -103,4 +104,4 @@ def collapsed_networks(policy: Policy) -> tuple[list[IPNetwork], list[IPNetwork]
 
 def source_comment(policy: Policy, config: str) -> str:
     token = f", ranges syncToken {policy.ranges.sync_token}" if policy.ranges else ""
-    return f"from {config} ({len(policy.table)} prefixes{token})"
+    return f"from {config} ({plural(len(policy.table), 'prefix', 'prefixes')}{token})"

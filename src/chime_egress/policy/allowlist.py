@@ -22,10 +22,12 @@ from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
+from .source_text import yaml_problems
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _NULL_TAG = "tag:yaml.org,2002:null"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 ENFORCE = "enforce"
 OBSERVE = "observe"
@@ -175,13 +177,8 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     try:
         _check_nesting(text, path)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (error.context, error.problem) if p)
-        raise ConfigError([Problem(str(path), line, "", f"YAML syntax error: {problem}")]) from None
     except yaml.YAMLError as error:
-        raise ConfigError([Problem(str(path), None, "", f"YAML error: {error}")]) from None
+        raise ConfigError(yaml_problems(error, text, str(path))) from None
     if root is None:
         raise ConfigError([Problem(str(path), 1, "", "the file is empty; it needs 'apps'")])
 
@@ -293,6 +290,14 @@ def _parse_apps(reader: _Reader, node: yaml.Node, where: str) -> tuple[App, ...]
             continue
         first_seen[app_key] = _line(app_key_node)
         name = reader.text(fields["name"][1], f"{field}.name") if "name" in fields else None
+        if name is not None and (control := _CONTROL.search(name)):
+            # A name is printed in log lines and on the check page: an escape would garble them.
+            reader.problem(
+                fields["name"][1],
+                f"{field}.name",
+                f"contains the control character U+{ord(control.group()):04X}; remove it",
+            )
+            name = None
         tenants = (
             _parse_tenants(reader, fields["tenants"][1], f"{field}.tenants")
             if ("tenants" in fields)
@@ -340,7 +345,13 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
     if "ip_ranges" in fields:
         value_node = fields["ip_ranges"][1]
         text = reader.text(value_node, "destinations.ip_ranges")
-        if text:
+        if text == "":  # would name no file, yet count as a destination
+            reader.problem(
+                value_node,
+                "destinations.ip_ranges",
+                "is empty; name the AWS ip-ranges.json file, or remove it",
+            )
+        elif text:
             ip_ranges = (path.parent / text).resolve()
             ip_ranges_line = _line(value_node)
     services = DEFAULT_SERVICES

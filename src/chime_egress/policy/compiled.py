@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, Problem
+from ..errors import ConfigError, Problem, plural
 from .allowlist import ENFORCE, Allowlist, header_input, load_allowlist
 from .client_policy import ClientPolicies, compile_client_policies
 from .headers import ChimeHeaders, build_headers
@@ -45,7 +45,10 @@ class Policy:
         apps = self.allowlist.apps
         tenants = sum(len(app.tenants) for app in apps)
         token = f", ranges syncToken {self.ranges.sync_token}" if self.ranges else ""
-        text = f"{len(apps)} apps, {tenants} tenants, {len(self.table)} prefixes{token}"
+        text = (
+            f"{plural(len(apps), 'app')}, {plural(tenants, 'tenant')}, "
+            f"{plural(len(self.table), 'prefix', 'prefixes')}{token}"
+        )
         if self.allowlist.mode != ENFORCE:
             text += f"; mode {self.allowlist.mode}"
         if networks := self.clients.networks:

@@ -6,13 +6,18 @@ lists the refusing rules that the headers sent make possible, with what to check
 
 from __future__ import annotations
 
+import os
+import shlex
+
 from .client_policy import ClientPolicy
 from .verdict import APP_KEYS_NOT_LISTED, TENANTS_OTHER_TENANTS, TENANTS_SESSION_WITHOUT_TENANTS
 
 _SHOWN_APPS = 5
 
 
-def refusal_hint(policy: ClientPolicy, client_address: str) -> str:
+def refusal_hint(policy: ClientPolicy, client_address: str, config: str) -> str:
+    """`config` is the allowlist the proxy runs on: the suggested command must check that file,
+    from wherever the admin runs it, not the command's default."""
     apps = policy.apps
     keys = ", ".join(app.app_key for app in apps[:_SHOWN_APPS])
     if len(apps) > _SHOWN_APPS:
@@ -30,5 +35,8 @@ def refusal_hint(policy: ClientPolicy, client_address: str) -> str:
             f"or its app is listed with tenants ({shown}) and the meeting has none of them "
             f"({TENANTS_OTHER_TENANTS.code}, {TENANTS_SESSION_WITHOUT_TENANTS.code})"
         )
-    command = f"chime-egress explain --client {client_address} --app-key KEY [--tenant ID]"
+    command = (
+        f"chime-egress explain --config {shlex.quote(os.path.abspath(config))} "
+        f"--client {client_address} --app-key KEY [--tenant ID]"
+    )
     return f"{' '.join(hints)}; check a meeting with: {command}"

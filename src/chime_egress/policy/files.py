@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError, Problem
+from .source_text import decode_text
 
 # An allowlist of hundreds of apps and networks is well under 1 MiB; AWS's whole ip-ranges.json
 # is about 3 MB. Anything far larger is not one of these files and must not fill memory.
@@ -23,7 +24,8 @@ MAX_RANGES_BYTES = 64 * 1024 * 1024
 
 
 def read_text_file(path: Path, what: str, max_bytes: int) -> str:
-    """The UTF-8 text of a regular file; ConfigError naming the file and what to do otherwise."""
+    """The UTF-8 text of a regular file; ConfigError naming the file and what to do otherwise
+    (bytes that are not UTF-8 by line and column: `source_text.decode_text`)."""
 
     def problem(message: str, line: int | None = None) -> ConfigError:
         return ConfigError([Problem(str(path), line, "", message)])
@@ -62,14 +64,4 @@ def read_text_file(path: Path, what: str, max_bytes: int) -> str:
         raise problem(f"cannot read {what} file: {error.strerror or error}") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise problem(
-            f"column {column}: byte 0x{data[error.start]:02x} is not UTF-8; save the file "
-            "as UTF-8 (an editor's 'Save with encoding' or `iconv -f latin1 -t utf-8`)",
-            line,
-        ) from None
+    return decode_text(b"".join(chunks), str(path))

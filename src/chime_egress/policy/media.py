@@ -33,7 +33,7 @@ def media_host_problem(pattern: str) -> str | None:
     """Why `pattern` is not a usable media host pattern, or None."""
     if len(pattern) > 253:
         return "is longer than a host name can be (253 characters)"
-    if _PATTERN_SYNTAX.match(pattern) is None:
+    if _PATTERN_SYNTAX.fullmatch(pattern) is None:
         return (
             "must be a lowercase host name of two or more labels, where '*' stands for any "
             "characters (for example ice.*.chime.aws)"
@@ -60,7 +60,7 @@ class MediaHosts:
     def match(self, host: str | None) -> bool:
         if host is None or self._regex is None:
             return False
-        return self._regex.match(canonical_host(host)) is not None
+        return self._regex.fullmatch(canonical_host(host)) is not None
 
 
 def announced_protocols(alpn_header: str | None) -> frozenset[str]:

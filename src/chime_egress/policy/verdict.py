@@ -17,7 +17,7 @@ sensitive and gives AppKeys no text form at all.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from .headers import APP_KEYS_HEADER, TENANTS_HEADER
@@ -288,14 +288,24 @@ def judge(session: Session, app_keys_header: str | None, tenants_header: str | N
             problems.extend(error.problems)
     if problems:
         raise MalformedHeader(problems)
+    return judge_parsed(session, app_keys, None if tenants is None else dict(tenants))
+
+
+def judge_parsed(
+    session: Session,
+    app_keys: Collection[str] | None,
+    tenants: dict[str, tuple[str, ...]] | None,
+) -> Verdict:
+    """`judge` on values already parsed (parse_app_keys, parse_tenants), for judging many
+    sessions against the same headers (a frozenset of AppKeys makes each lookup O(1))."""
     return Verdict(
         session=session,
         app_keys=_judge_app_keys(session, app_keys),
-        tenants=_judge_tenants(session, None if tenants is None else dict(tenants)),
+        tenants=_judge_tenants(session, tenants),
     )
 
 
-def _judge_app_keys(session: Session, app_keys: tuple[str, ...] | None) -> AppliedRule:
+def _judge_app_keys(session: Session, app_keys: Collection[str] | None) -> AppliedRule:
     if app_keys is None:
         return AppliedRule(APP_KEYS_ABSENT, f"{APP_KEYS_HEADER} is not sent")
     if session.app_key in app_keys:

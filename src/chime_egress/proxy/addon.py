@@ -27,6 +27,7 @@ from OpenSSL._util import lib as _openssl
 
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
+from ..policy.diff import diff_policies, summary
 from .current import CurrentPolicy
 from .drain import Drain, parse_drain_seconds
 from .endpoint import (
@@ -114,6 +115,8 @@ class ChimeHeaders:
             self._configure_json_log(ctx.options.chime_log_json)
         if "chime_metrics" in updated:
             self._configure_metrics(ctx.options.chime_metrics)
+        if "confdir" in updated:
+            self.endpoint.confdir = Path(ctx.options.confdir).expanduser()
         if "chime_allowlist" in updated or not self.current.loaded:
             path = Path(allowlist).expanduser()
             try:
@@ -170,7 +173,10 @@ class ChimeHeaders:
         ready = lambda: encoded(health_answer(self.current, self.drain.draining))  # noqa: E731
         return {READY_PATH: ready, LIVE_PATH: lambda: encoded(live_answer())}
 
-    def _publish(self, policy: Policy, message: str) -> None:
+    def _publish(self, policy: Policy, message: str, changes: str | None = None) -> None:
+        """Put `policy` in force and log `message` with `changes`, what it changed (worked out
+        here when not given: an allowlist option set while running)."""
+        previous = self.current.policy if self.current.loaded else None
         self.current.publish(policy)
         # Nothing below may undo a published reload, nor stop the watcher task.
         try:
@@ -179,7 +185,15 @@ class ChimeHeaders:
             )
         except Exception:
             logger.exception("chime: cannot update the configuration metrics")
-        logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
+        if changes is None and previous is not None:
+            try:  # what the edit did, so a reload says more than the same counts again
+                changes = summary(diff_policies(previous, policy))
+            except Exception:
+                logger.exception("chime: cannot compare the new configuration with the last")
+        message += f"; changes: {changes}" if changes else ""
+        logger.info(
+            message, extra=fields("config_loaded", summary=policy.summary(), changes=changes)
+        )
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
 

@@ -149,7 +149,8 @@ class Injector:
         host = flow.request.pretty_host
         sent = client_policy.headers
         app_keys, tenants = (sent.app_keys, sent.tenants) if sent else (None, None)
-        hint = refusal_hint(client_policy, client_address(flow.client_conn))
+        config = str(self.router.current.policy.allowlist.path)
+        hint = refusal_hint(client_policy, client_address(flow.client_conn), config)
         body = (flow.response.get_content(strict=False) or b"")[:_BODY_EXCERPT]
         excerpt = body.decode("utf-8", "replace").strip()
         self.metrics.count_403(client_policy.name, host)
