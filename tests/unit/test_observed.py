@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chime_egress.cli.observed import summarize
+from chime_egress.cli.observed import json_lines, summarize
 
 
 def line(event: str, **fields: object) -> str:
@@ -67,3 +67,24 @@ def test_unreadable_lines_are_reported_not_fatal() -> None:
     ]
     [only] = summary.ordered()
     assert only.host == "x" and only.connections == 1 and only.bytes_from_clients == 0
+
+
+ODD = ("\u2028", "\x85", "\x1c")
+
+
+def test_records_are_split_at_line_feeds_only() -> None:
+    # A host holding U+2028 and U+0085, written raw by a JSON writer that leaves them: still one
+    # record each, where str.splitlines would have broken both apart and skipped the pieces.
+    text = "\n".join(
+        json.dumps(
+            {"event": "connection_observed", "sni": f"a{odd}b.chime.aws"}, ensure_ascii=False
+        )
+        for odd in ("\u2028", "\x85", "\x1c")
+    )
+    summary = summarize([("log.jsonl", json_lines(text + "\n"))])
+    assert summary.unreadable == []
+    assert sorted(host.host for host in summary.ordered()) == [
+        "a\x1cb.chime.aws",
+        "a\x85b.chime.aws",
+        "a\u2028b.chime.aws",
+    ]

@@ -22,6 +22,7 @@ from mitmproxy.proxy import layer
 
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
+from ..private_files import others_may_read
 from .current import CurrentPolicy
 from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
 from .injection import INJECTED_NETWORK, Injector
@@ -161,6 +162,8 @@ class ChimeHeaders:
         self._json_handler = handler
         if handler is not None:
             logger.addHandler(handler)
+        if target not in (None, "-") and (exposed := others_may_read(Path(target).expanduser())):
+            logger.warning(f"chime: chime_log_json: {exposed}")
 
     def _configure_metrics(self, text: str) -> None:
         try:
