@@ -14,6 +14,7 @@ from ..deploy import addresses
 from ..deploy.health import DEFAULT_CHECK_HOST, probe_proxy
 from ..deploy.nftables import DEFAULT_REDIRECT_PORTS, render_nftables
 from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
+from ..untrusted import printable
 from .support import (
     EXIT_INVALID,
     EXIT_OK,
@@ -165,6 +166,7 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     health.add_argument(
         "--check-host",
+        type=typed(addresses.check_host_name),  # it is written into the probe's request line
         default=DEFAULT_CHECK_HOST,
         metavar="HOST",
         help="the host name the proxy answers itself, its chime_check_host option "
@@ -218,11 +220,13 @@ def _firewall(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     health = probe_proxy(args.proxy, args.timeout, args.check_host)
+    # The detail quotes what the probed process answered: whatever listens there chose it.
+    detail = printable(health.detail)
     if not health.healthy:
-        print_error(f"unhealthy: {health.detail}")
+        print_error(f"unhealthy: {detail}")
         return EXIT_INVALID
     if not args.quiet:
-        print(f"healthy: {health.detail}")
+        print(f"healthy: {detail}")
     return EXIT_OK
 
 
