@@ -24,6 +24,7 @@ from .support import (
     epilog,
     load_policy_or_report,
     print_error,
+    seconds,
     typed,
 )
 
@@ -159,7 +160,7 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     health.add_argument(
         "--timeout",
-        type=typed(_seconds),
+        type=typed(seconds),
         default=5.0,
         metavar="SECONDS",
         help="give up after this long (default: 5)",
@@ -228,13 +229,3 @@ def _health(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"healthy: {detail}")
     return EXIT_OK
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 < seconds <= 300:
-        raise ValueError(f"{text!r}: expected more than 0 and at most 300 seconds")
-    return seconds
