@@ -17,7 +17,14 @@ import pytest
 
 from chime_egress.policy.compiled import load_policy
 
-from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
+from .support import (
+    ONE_APP_ONE_CIDR,
+    ROOT,
+    SHIPPED_ALLOWLIST,
+    assert_refused,
+    run,
+    write_allowlist,
+)
 
 NFT = shutil.which("nft") or next(
     (str(p) for p in (Path("/usr/sbin/nft"), Path("/sbin/nft")) if p.exists()), None
@@ -202,16 +209,7 @@ def test_nft_check_rejects_a_broken_script(tmp_path: Path) -> None:
 @needs_nft
 def test_the_allowlists_name_cannot_inject_rules(tmp_path: Path) -> None:
     # Written raw into the header comment, a newline in the name made "flush ruleset" a command.
-    config = write_allowlist(
-        tmp_path,
-        """
-        apps:
-          - app_key: AppKey1
-        destinations:
-          cidrs: [99.77.128.0/18]
-        """,
-        name="a\nflush ruleset\n.yaml",
-    )
+    config = write_allowlist(tmp_path, ONE_APP_ONE_CIDR, name="a\nflush ruleset\n.yaml")
     script = generate("--proxy-port", "8080", config)
     assert "flush ruleset" not in [line.strip() for line in script.splitlines()]
     assert all(line.startswith("#") for line in script.splitlines()[:9]), script

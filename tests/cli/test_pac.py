@@ -21,7 +21,14 @@ import pytest
 from chime_egress.deploy.pac import _js_string
 from chime_egress.policy.compiled import load_policy
 
-from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
+from .support import (
+    ONE_APP_ONE_CIDR,
+    ROOT,
+    SHIPPED_ALLOWLIST,
+    assert_refused,
+    run,
+    write_allowlist,
+)
 
 PROXY = "PROXY 127.0.0.1:3128"
 
@@ -304,16 +311,7 @@ INJECTING_NAME = 'a\nFindProxyForURL = function (url, host) { return "DIRECT"; }
 
 
 def test_the_allowlists_name_cannot_inject_javascript(tmp_path: Path) -> None:
-    config = write_allowlist(
-        tmp_path,
-        """
-        apps:
-          - app_key: AppKey1
-        destinations:
-          cidrs: [99.77.128.0/18]
-        """,
-        name=INJECTING_NAME,
-    )
+    config = write_allowlist(tmp_path, ONE_APP_ONE_CIDR, name=INJECTING_NAME)
     pac = generate("--proxy", "127.0.0.1:3128", config)
     assert "\\nFindProxyForURL = function" in pac.splitlines()[1], "shown escaped in the comment"
     for variant in VARIANTS:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import socket
 import ssl
-import stat
 import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ import pytest
 
 from chime_egress.csp import generate_policy, merge_policies, request_allowed
 from tests.support.clients import curl
+from tests.support.files import mode, usual_umask
 from tests.support.proxy import ProxyLauncher, run_expect_failure
 from tests.support.webapp import (
     CSP_SCRIPT,
@@ -583,21 +582,18 @@ def test_the_reports_file_is_created_0600_also_after_rotation(
 ) -> None:
     report_file = tmp_path / "reports" / "reports.jsonl"
     report_file.parent.mkdir()
-    previous = os.umask(0o022)  # mitmdump inherits it: a plain open() would create 0644
-    try:
+    with usual_umask():  # mitmdump inherits it
         proxy = start_reverse_proxy(
             proxy_launcher,
             app.origin,
             [*BASE_OPTIONS, f"chime_csp_report_file={report_file}"],
             label="csp 0600",
         )
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE(report_file.stat().st_mode) == 0o600
+    assert mode(report_file) == 0o600
     report_file.rename(report_file.with_suffix(".1"))  # what logrotate does
     got = post_report(proxy, json.dumps(CSP_REPORT), "application/csp-report", workdir=tmp_path)
     assert got.status == 204, got.detail
-    assert stat.S_IMODE(report_file.stat().st_mode) == 0o600
+    assert mode(report_file) == 0o600
     assert json.loads(report_file.read_text())["blocked-uri"] == SIGNAL
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import ssl
-import stat
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from tests.cli.support import run
 from tests.support.asserts import assert_chime_headers
 from tests.support.clients import CurlResult, curl, open_tunnel
 from tests.support.config import write_ranges
+from tests.support.files import mode, usual_umask
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher, run_expect_failure
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
@@ -438,12 +437,9 @@ def test_the_json_log_is_created_0600_also_after_rotation(
     allowlist.write_text(ALLOWLIST)
     json_log = tmp_path / "log" / "chime.jsonl"
     json_log.parent.mkdir()
-    previous = os.umask(0o022)  # mitmdump inherits it: a plain open() would create 0644
-    try:
+    with usual_umask():  # mitmdump inherits it
         proxy = proxy_launcher.start(allowlist, extra_args=["--set", f"chime_log_json={json_log}"])
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE(json_log.stat().st_mode) == 0o600
+    assert mode(json_log) == 0o600
     json_log.rename(json_log.with_suffix(".1"))  # what logrotate does
     result = curl(
         chime_server.url("/x"),
@@ -455,4 +451,4 @@ def test_the_json_log_is_created_0600_also_after_rotation(
     deadline = time.monotonic() + 5
     while not json_log.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert stat.S_IMODE(json_log.stat().st_mode) == 0o600
+    assert mode(json_log) == 0o600

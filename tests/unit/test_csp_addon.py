@@ -724,37 +724,47 @@ async def test_each_page_is_scanned_for_a_meta_policy_once(
     assert "declares a policy in a <meta> element" not in caplog.text
 
 
+META_PAGE = b"<meta http-equiv=content-security-policy content=x>"
+
+
+async def served_page(
+    addon: tuple[ChimeCsp, Any, Path],
+    caplog: pytest.LogCaptureFixture,
+    body: bytes = META_PAGE,
+    *,
+    path: str = "/",
+    content_type: str | None = None,
+) -> str:
+    """One HTML response of app.example at `path` through the addon; what it logged."""
+    csp, tctx, _ = addon
+    flow = html_flow("app.example")
+    assert flow.response is not None
+    flow.request.path = path
+    if content_type is not None:
+        flow.response.headers["Content-Type"] = content_type
+    flow.response.content = body
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        await tctx.cycle(csp, flow)
+    return caplog.text
+
+
 async def test_pages_are_still_checked_after_a_thousand_other_paths(
     addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     # A crawl of many paths once filled a fill-once table, and no page was checked after it.
-    csp, tctx, _ = addon
     for index in range(1500):
-        flow = html_flow("app.example")
-        flow.request.path = f"/crawl/{index}"
-        await tctx.cycle(csp, flow)
-    flow = html_flow("app.example")
-    assert flow.response is not None
-    flow.request.path = "/meeting"
-    flow.response.content = b"<meta http-equiv=content-security-policy content=x>"
-    with caplog.at_level(logging.WARNING):
-        await tctx.cycle(csp, flow)
-    assert "/meeting declares a policy in a <meta> element" in caplog.text
+        await served_page(addon, caplog, b"<p>", path=f"/crawl/{index}")
+    logged = await served_page(addon, caplog, path="/meeting")
+    assert "/meeting declares a policy in a <meta> element" in logged
 
 
 async def test_a_utf16_page_is_checked_by_its_charset(
     addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    csp, tctx, _ = addon
-    flow = html_flow("app.example")
-    assert flow.response is not None
-    flow.response.headers["Content-Type"] = "text/html; charset=utf-16le"
-    flow.response.content = "<meta http-equiv=content-security-policy content=x>".encode(
-        "utf-16-le"
-    )
-    with caplog.at_level(logging.WARNING):
-        await tctx.cycle(csp, flow)
-    assert "declares a policy in a <meta> element" in caplog.text
+    body = META_PAGE.decode().encode("utf-16-le")
+    logged = await served_page(addon, caplog, body, content_type="text/html; charset=utf-16le")
+    assert "declares a policy in a <meta> element" in logged
 
 
 async def test_a_page_with_a_quoted_comma_in_its_type_gets_the_policy(
@@ -771,12 +781,6 @@ async def test_a_page_with_a_quoted_comma_in_its_type_gets_the_policy(
 async def test_a_clients_path_is_logged_escaped(
     addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    csp, tctx, _ = addon
-    flow = html_flow("app.example")
-    assert flow.response is not None
-    flow.request.path = "/e\x1b]0;pwned\x07"
-    flow.response.content = b"<meta http-equiv=content-security-policy content=x>"
-    with caplog.at_level(logging.WARNING):
-        await tctx.cycle(csp, flow)
-    assert "/e\\x1b]0;pwned\\x07 declares a policy" in caplog.text
-    assert "\x1b" not in caplog.text
+    logged = await served_page(addon, caplog, path="/e\x1b]0;pwned\x07")
+    assert "/e\\x1b]0;pwned\\x07 declares a policy" in logged
+    assert "\x1b" not in logged

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import stat
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from chime_egress.proxy.metrics import (
     MetricsServer,
     parse_listen_address,
 )
+from tests.support.files import mode, usual_umask
 
 
 @pytest.mark.parametrize(
@@ -253,16 +252,14 @@ def test_a_host_that_is_not_a_dns_name_never_labels_a_metric() -> None:
 
 def test_the_json_log_is_created_0600_also_after_rotation(tmp_path: Path) -> None:
     target = tmp_path / "log.jsonl"
-    previous = os.umask(0o022)  # under which a plain open() creates 0644
-    try:
+    with usual_umask():
         handler = open_json_log(str(target))
-        try:
-            handler.emit(_record("before", **fields("a")))
-            first = stat.S_IMODE(target.stat().st_mode)
-            target.rename(tmp_path / "log.jsonl.1")
+    try:
+        handler.emit(_record("before", **fields("a")))
+        first = mode(target)
+        target.rename(tmp_path / "log.jsonl.1")
+        with usual_umask():
             handler.emit(_record("after", **fields("b")))
-        finally:
-            handler.close()
     finally:
-        os.umask(previous)
-    assert (first, stat.S_IMODE(target.stat().st_mode)) == (0o600, 0o600)
+        handler.close()
+    assert (first, mode(target)) == (0o600, 0o600)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 from chime_egress.private_files import open_private_append, others_may_read
 from chime_egress.untrusted import json_line, printable
+from tests.support.files import mode, usual_umask
 
 # The reviewer's Host: an SGR colour, an OSC window title ended by BEL; then the characters
 # that end lines for some readers but not for json.dumps.
@@ -92,13 +91,9 @@ def test_json_line_of_characters_beyond_the_basic_plane() -> None:
 
 def test_private_files_are_created_0600_whatever_the_umask(tmp_path: Path) -> None:
     path = tmp_path / "client-data.jsonl"
-    previous = os.umask(0o022)  # the usual umask, which makes open() create 0644
-    try:
-        with open_private_append(path) as file:
-            file.write("x\n")
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with usual_umask(), open_private_append(path) as file:
+        file.write("x\n")
+    assert mode(path) == 0o600
     assert others_may_read(path) is None
 
 
@@ -108,7 +103,7 @@ def test_an_existing_file_keeps_its_mode_and_world_readable_is_reported(tmp_path
     path.chmod(0o644)
     with open_private_append(path) as file:
         file.write("x\n")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644, "an admin's choice of mode is kept"
+    assert mode(path) == 0o644, "an admin's choice of mode is kept"
     warning = others_may_read(path)
     assert warning is not None and "mode 0644" in warning and "chmod o-r" in warning
     path.chmod(0o640)
