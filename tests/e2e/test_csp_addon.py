@@ -465,7 +465,8 @@ def upload_report(
 
 def chunked(total: int, piece: int = MIB) -> Iterator[bytes]:
     """A chunked body of `total` bytes of a JSON string, as a client trickles a huge report."""
-    yield b"%x\r\n" % 17 + b'{"csp-report": "' + b"\r\n"
+    opening = b'{"csp-report": "'
+    yield b"%x\r\n" % len(opening) + opening + b"\r\n"
     for _ in range(total // piece):
         yield b"%x\r\n" % piece + b"x" * piece + b"\r\n"
     yield b'2\r\n"}\r\n0\r\n\r\n'
@@ -517,9 +518,12 @@ def streaming_proxy(module_proxy_launcher: ProxyLauncher, app: WebApp) -> Revers
     )
 
 
+ANNOUNCED_REPORT = b'{"csp-report": "' + b"x" * 4096 + b'"}'
+
+
 @pytest.mark.parametrize(
     "headers",
-    [["Transfer-Encoding: chunked"], ["Content-Length: 4115"]],
+    [["Transfer-Encoding: chunked"], [f"Content-Length: {len(ANNOUNCED_REPORT)}"]],
     ids=["chunked", "announced"],
 )
 def test_a_report_mitmproxy_would_stream_never_reaches_the_app(
@@ -531,7 +535,7 @@ def test_a_report_mitmproxy_would_stream_never_reaches_the_app(
     if headers == ["Transfer-Encoding: chunked"]:
         body: Iterator[bytes] = chunked(4 * 1024, 1024)
     else:
-        body = iter([b'{"csp-report": "' + b"x" * 4096 + b'"}'])
+        body = iter([ANNOUNCED_REPORT])
     since = streaming_proxy.process.mark()
     upload = upload_report(
         streaming_proxy, ["Content-Type: application/csp-report", *headers], body

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chime_egress.csp.meta import declares_meta_policy, page_text
+from chime_egress.csp.meta import MAX_HEAD_CHARS, declares_meta_policy, page_text
 
 META = '<meta http-equiv="Content-Security-Policy" content="connect-src \'self\'">'
 
@@ -40,6 +40,12 @@ def test_a_meta_policy_is_found(page: str) -> None:
         f"<html><head></head><body>{META}</body></html>",  # in the body: not applied
         f"<!-- {META} -->",
         f"<script>document.write('{META}')</script><body>",
+        # The head ends where the HTML parser ends it: at a start tag that belongs in the body,
+        # or at text outside the head's elements. A meta after that is placed in the body.
+        f"<html><head><title>t</title></head><div>content</div>{META}",
+        f"<p>text{META}",
+        f"some text {META}",
+        f"<html><head><template>{META}</template></head><body>",  # inert: no meta of the head
     ],
 )
 def test_no_meta_policy(page: str) -> None:
@@ -67,6 +73,18 @@ def test_a_utf16_page_by_its_content_type_charset(charset: str, codec: str) -> N
     body = f"<html><head>{META}</head>".encode(codec)
     assert declares_meta_policy(body, charset)
     assert not declares_meta_policy(body, None), "read as latin-1 the markup is unreadable"
+
+
+def test_the_heads_own_text_does_not_end_it() -> None:
+    page = f"<html>\n  <head>\n <title>A <b> B</title><style>p {{}}</style>\n{META}"
+    assert declares_meta_policy(page.encode())
+
+
+def test_a_head_too_long_to_read_to_its_end_is_not_known() -> None:
+    links = '<link rel=stylesheet href="/a.css">' * (MAX_HEAD_CHARS // 30)
+    assert declares_meta_policy(f"<head>{links}{META}".encode()) is None
+    assert declares_meta_policy(f"<head>{META}{links}".encode()) is True
+    assert declares_meta_policy(f"<head><body>{links}".encode()) is False
 
 
 def test_text_of_a_page_in_an_ascii_compatible_encoding() -> None:

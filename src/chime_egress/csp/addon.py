@@ -37,7 +37,7 @@ from mitmproxy.utils import human
 
 from ..private_files import open_private_append, others_may_read
 from ..untrusted import printable
-from .meta import declares_meta_policy
+from .meta import MAX_HEAD_CHARS, declares_meta_policy
 from .mimetype import extract_mime_type
 from .reports import (
     MAX_REPORT_BYTES,
@@ -346,10 +346,16 @@ class ChimeCsp:
             self._meta_checked.popitem(last=False)
         mime = extract_mime_type(response.headers.get_all("content-type"))
         body = response.get_content(strict=False) or b""
-        if declares_meta_policy(body, mime.charset if mime else None):
+        declared = declares_meta_policy(body, mime.charset if mime else None)
+        if declared:
             logger.warning(
                 f"chime-csp: {printable(flow.request.pretty_url)} declares a policy in a <meta> "
                 "element; the addon edits headers only, and that policy still applies on top"
+            )
+        elif declared is None:
+            logger.warning(
+                f"chime-csp: {printable(flow.request.pretty_url)}: its head is longer than "
+                f"{MAX_HEAD_CHARS} characters; not checked for a <meta> policy beyond them"
             )
 
 
