@@ -19,6 +19,9 @@ DATA = unpacked_dir()  # the unpacked files, in the layout of tests/data
 SHIPPED_ALLOWLIST = ROOT / "config" / "allowlist.yaml"
 SHIPPED_RANGES = ROOT / "config" / "chime-ip-ranges.json"
 
+# A minimal valid allowlist whose Chime destination is AWS's CHIME_MEETINGS IPv4 range.
+ONE_APP_ONE_CIDR = "apps: [{app_key: AppKey1}]\ndestinations: {cidrs: [99.77.128.0/18]}\n"
+
 # The console script of the environment running the tests: the command a user would type.
 COMMAND = Path(sys.executable).parent / "chime-egress"
 

@@ -17,7 +17,14 @@ import pytest
 
 from chime_egress.policy.compiled import load_policy
 
-from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
+from .support import (
+    ONE_APP_ONE_CIDR,
+    ROOT,
+    SHIPPED_ALLOWLIST,
+    assert_refused,
+    run,
+    write_allowlist,
+)
 
 NFT = shutil.which("nft") or next(
     (str(p) for p in (Path("/usr/sbin/nft"), Path("/sbin/nft")) if p.exists()), None
@@ -132,6 +139,14 @@ def test_ports_interface_and_output_hook() -> None:
         (["--proxy-port", "8080", "--ports", "443,70000"], "is not a port number"),
         (["--proxy-port", "8080", "--hook", "output"], "needs --proxy-user"),
         (["--proxy-port", "8080", "--interface", 'eth0"; flush ruleset'], "interface name"),
+        # A final newline: `re.match` with `$` accepted them. "root\n" split the rule and
+        # dropped the proxy's own exemption (a routing loop).
+        (["--proxy-port", "8080", "--interface", "eth0\n"], "interface name"),
+        (
+            ["--proxy-port", "8080", "--hook", "output", "--proxy-user", "root\n"],
+            "user name or uid",
+        ),
+        (["--proxy-port", "8080", "--ports", "٨٠"], "is not a port number"),
         (["--proxy-port", "8080", "--format", "iptables"], "invalid choice"),
         ([], "--proxy-port"),
     ],
@@ -189,3 +204,14 @@ def test_nft_check_rejects_a_broken_script(tmp_path: Path) -> None:
     checked = nft_check(script, tmp_path)
     assert checked.returncode != 0
     assert "conflicting intervals" in checked.stderr
+
+
+@needs_nft
+def test_the_allowlists_name_cannot_inject_rules(tmp_path: Path) -> None:
+    # Written raw into the header comment, a newline in the name made "flush ruleset" a command.
+    config = write_allowlist(tmp_path, ONE_APP_ONE_CIDR, name="a\nflush ruleset\n.yaml")
+    script = generate("--proxy-port", "8080", config)
+    assert "flush ruleset" not in [line.strip() for line in script.splitlines()]
+    assert all(line.startswith("#") for line in script.splitlines()[:9]), script
+    checked = nft_check(script, tmp_path)
+    assert checked.returncode == 0, checked.stderr

@@ -18,9 +18,17 @@ from pathlib import Path
 import pacparser  # type: ignore[import-untyped]
 import pytest
 
+from chime_egress.deploy.pac import _js_string
 from chime_egress.policy.compiled import load_policy
 
-from .support import ROOT, SHIPPED_ALLOWLIST, assert_refused, run, write_allowlist
+from .support import (
+    ONE_APP_ONE_CIDR,
+    ROOT,
+    SHIPPED_ALLOWLIST,
+    assert_refused,
+    run,
+    write_allowlist,
+)
 
 PROXY = "PROXY 127.0.0.1:3128"
 
@@ -294,6 +302,10 @@ def test_ipv4_only_config(tmp_path: Path) -> None:
         (["--proxy", "[2001:db8::zz]:8080"], "is not an IPv6 address"),
         (["--proxy", 'bad"name:8080'], "is not a host name"),
         (["--proxy", "p:1", "--host", 'x"; alert(1); "'], "is not a host name pattern"),
+        # A final newline: `re.match` with `$` accepted them, and they broke the file's lines.
+        (["--proxy", "proxy.example.test\n:8080"], "is not a host name"),
+        (["--proxy", "p:1", "--host", "*.chime.aws\nx"], "is not a host name pattern"),
+        (["--proxy", "proxy.example.test:٨٠"], "is not a port number"),
         ([], "--proxy"),
     ],
 )
@@ -304,3 +316,25 @@ def test_bad_command_lines(args: list[str], message: str) -> None:
 def test_invalid_allowlist(tmp_path: Path) -> None:
     config = write_allowlist(tmp_path, "apps: []\n")
     assert_refused(run("pac", "--proxy", "127.0.0.1:3128", config), 1, "invalid configuration")
+
+
+# An allowlist whose file name carries a line of JavaScript (issue 16): written raw into the
+# header comment, it ended the comment and replaced FindProxyForURL, sending Chime DIRECT.
+INJECTING_NAME = 'a\nFindProxyForURL = function (url, host) { return "DIRECT"; };\n.yaml'
+
+
+def test_the_allowlists_name_cannot_inject_javascript(tmp_path: Path) -> None:
+    config = write_allowlist(tmp_path, ONE_APP_ONE_CIDR, name=INJECTING_NAME)
+    pac = generate("--proxy", "127.0.0.1:3128", config)
+    assert "\\nFindProxyForURL = function" in pac.splitlines()[1], "shown escaped in the comment"
+    for variant in VARIANTS:
+        with pac_engine(pac, variant) as engine:
+            assert find_proxy(engine, "signal.m3.ue1.app.chime.aws") == PROXY
+            assert find_proxy(engine, "99.77.130.9") == PROXY
+
+
+@pytest.mark.parametrize("text", ["a\u2028b", 'a"b', "a\\b", "a\nb", "a</script>"])
+def test_javascript_strings_cannot_be_left(text: str) -> None:
+    literal = _js_string(text)
+    assert literal.isascii() and literal.isprintable()
+    assert json.loads(literal) == text

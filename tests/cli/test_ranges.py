@@ -1,19 +1,24 @@
 """`chime-egress ranges lookup` and `chime-egress ranges update`, run as installed."""
 
+import contextlib
 import functools
 import http.server
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from chime_egress.policy.compiled import load_policy
 from chime_egress.policy.ranges import load_aws_ranges
+from tests.support.config import Prefix, write_ranges
 from tests.support.data import AWS_RANGES as AWS
 from tests.support.data import HISTORY_NEW, HISTORY_OLD
+from tests.support.tls import TestCA
 
 from .support import (
     DATA,
@@ -185,9 +190,19 @@ def test_update_writes_the_configured_snapshot_by_default(config):
 
 
 def test_update_forward_in_time_prints_added_and_removed(config):
+    # The real change of that day: three regional /24s became one GLOBAL /18. The regions
+    # change, so it is written only once an admin has looked (--force).
     assert run("ranges", "update", "--source", HISTORY_OLD, config).returncode == 0
-    result = run("ranges", "update", "--source", HISTORY_NEW, config)
+    refused = run("ranges", "update", "--source", HISTORY_NEW, config)
+    assert refused.returncode == 1
+    assert (
+        f"{HISTORY_NEW}: the services and regions change (new: CHIME_MEETINGS GLOBAL; gone: "
+        "CHIME_MEETINGS eu-west-1, CHIME_MEETINGS eu-west-3, CHIME_MEETINGS us-east-2)"
+    ) in refused.stderr
+    assert "wrote" not in refused.stdout
+    result = run("ranges", "update", "--source", HISTORY_NEW, "--force", config)
     assert result.returncode == 0, result.stderr
+    assert "warning: " in result.stderr and "(--force)" in result.stderr
     out = result.stdout
     assert f"current: {config.parent / 'ranges.json'}: syncToken 1592575753" in out
     assert "  + 99.77.128.0/18  CHIME_MEETINGS  GLOBAL" in out
@@ -205,9 +220,11 @@ def test_update_refuses_an_older_sync_token_and_writes_nothing(config):
     assert result.returncode == 1
     assert (
         f"{HISTORY_OLD}: syncToken 1592575753 (2020-06-19-14-09-13) is older than the current "
-        "snapshot's 1592576952 (2020-06-19-14-29-12); --force replaces it anyway"
+        "snapshot's 1592576952 (2020-06-19-14-29-12)\n"
     ) in result.stderr
-    assert result.stderr.endswith("refused; nothing written\n")
+    assert result.stderr.endswith(
+        "--force writes it anyway, once you have checked\nrefused; nothing written\n"
+    )
     # What it would have changed is still shown.
     assert "  - 99.77.128.0/18  CHIME_MEETINGS  GLOBAL" in result.stdout
     assert snapshot.read_bytes() == before_bytes
@@ -346,7 +363,7 @@ def test_update_keeps_the_snapshots_permissions(config):
     os.umask(umask)
     assert snapshot.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     snapshot.chmod(0o640)
-    assert run("ranges", "update", "--source", HISTORY_NEW, config).returncode == 0
+    assert run("ranges", "update", "--source", HISTORY_NEW, "--force", config).returncode == 0
     assert snapshot.stat().st_mode & 0o777 == 0o640
 
 
@@ -429,3 +446,197 @@ def test_update_refuses_other_url_schemes(config):
     result = run("ranges", "update", "--source", f"file://{HISTORY_NEW}", config)
     assert result.returncode == 1
     assert "only http and https URLs, or a file path, are supported" in result.stderr
+
+
+# issue 16: what no AWS file contains, redirects, deadlines, and clean errors
+
+
+def update_from(config: Path, source: Path, *extra: str):
+    return run("ranges", "update", "--source", source, *extra, config)
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "message"),
+    [
+        (["0.0.0.0/0", "::/0"], "0.0.0.0/0 (CHIME_MEETINGS, GLOBAL) is wider than /8"),
+        (["96.0.0.0/6"], "96.0.0.0/6 (CHIME_MEETINGS, GLOBAL) is wider than /8"),
+        (["2600::/16"], "2600::/16 (CHIME_MEETINGS, GLOBAL) is wider than /24"),
+        (["10.0.0.0/8"], "10.0.0.0/8 (CHIME_MEETINGS, GLOBAL) is not public unicast"),
+        (["127.0.0.0/8"], "is not public unicast"),
+        (["224.0.0.0/8"], "is not public unicast"),
+        (["fd00::/32"], "is not public unicast"),
+    ],
+    ids=["everything", "wide-v4", "wide-v6", "private", "loopback", "multicast", "ula"],
+)
+def test_update_refuses_prefixes_no_aws_file_lists(config, prefixes, message):
+    # 0.0.0.0/0 would make the proxy decrypt every connection and send the AppKeys everywhere.
+    source = write_ranges(config.parent / "source.json", prefixes)
+    result = update_from(config, source)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stderr.endswith(
+        "--force writes it anyway, once you have checked\nrefused; nothing written\n"
+    )
+    assert not (config.parent / "ranges.json").exists()
+    forced = update_from(config, source, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert f"warning: {source}: " in forced.stderr
+
+
+def test_update_refuses_a_large_change_in_the_number_of_prefixes(config):
+    first = write_ranges(config.parent / "first.json", ["99.77.128.0/18"], sync_token="100")
+    assert update_from(config, first).returncode == 0
+    many = [f"99.77.{i}.0/24" for i in range(6)]
+    source = write_ranges(config.parent / "many.json", many, sync_token="200")
+    result = update_from(config, source)
+    assert result.returncode == 1
+    assert "the number of prefixes goes from 1 to 6" in result.stderr
+    few = write_ranges(config.parent / "few.json", many[:5], sync_token="200")
+    assert update_from(config, few).returncode == 0, "a change of up to 4 is an ordinary one"
+
+
+def test_update_refuses_a_new_service_or_region(tmp_path):
+    config = write_allowlist(
+        tmp_path,
+        "apps: [{app_key: K}]\n"
+        "destinations: {ip_ranges: r.json, services: [CHIME_MEETINGS, EC2]}\n",
+    )
+    first = write_ranges(tmp_path / "a.json", ["99.77.128.0/18"], sync_token="100")
+    assert update_from(config, first).returncode == 0
+    added = Prefix("99.77.200.0/24", service="EC2", region="us-east-1")
+    source = write_ranges(tmp_path / "b.json", ["99.77.128.0/18", added], sync_token="200")
+    result = update_from(config, source)
+    assert result.returncode == 1
+    assert "the services and regions change (new: EC2 us-east-1; gone: none)" in result.stderr
+
+
+def test_update_refuses_other_prefixes_under_the_same_sync_token(config):
+    first = write_ranges(config.parent / "a.json", ["99.77.128.0/18"], sync_token="100")
+    assert update_from(config, first).returncode == 0
+    same = write_ranges(config.parent / "b.json", ["99.77.0.0/18"], sync_token="100")
+    result = update_from(config, same)
+    assert result.returncode == 1
+    assert "syncToken 100 is the current snapshot's, but the prefixes differ" in result.stderr
+    assert [str(p.network) for p in load_aws_ranges(config.parent / "ranges.json").prefixes] == [
+        "99.77.128.0/18"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 100_000, "nested too deeply to read"),
+        ('{"syncToken": ' + "9" * 5000 + ', "prefixes": []}', "a number of more than 4,300 digits"),
+        ('{"syncToken": "' + "9" * 5000 + '", "prefixes": []}', "syncToken: 5000 digits"),
+    ],
+    ids=["deep", "long-number", "long-token"],
+)
+def test_update_refuses_hostile_json_cleanly(config, content, message):
+    source = config.parent / "source.json"
+    source.write_text(content)
+    result = update_from(config, source)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.endswith("refused; nothing written\n")
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def redirecting(target: str, ca: TestCA | None = None) -> Iterator[str]:
+    """A server on 127.0.0.1 answering every request with a redirect to `target`; its URL."""
+    handler = type("Redirect", (_Redirect,), {"target": target})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if ca is None:
+        with serving(server) as url:
+            yield url
+        return
+    context = ca.issue(["127.0.0.1"]).server_context(alpn=())
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server, "https") as url:
+        yield url
+
+
+@pytest.fixture
+def trusting_the_test_ca(test_ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> TestCA:
+    # The command's https requests trust the test CA (Python's ssl reads SSL_CERT_FILE).
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.cert_path))
+    return test_ca
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:9/ip-ranges.json", "ftp://127.0.0.1/x"])
+def test_update_follows_no_redirect_from_https_to_another_scheme(
+    config, trusting_the_test_ca, target
+):
+    with redirecting(target, trusting_the_test_ca) as url:
+        result = run("ranges", "update", "--source", f"{url}/ip-ranges.json", config)
+    assert result.returncode == 1
+    assert f"redirected (302) to {target!r}; only redirects to https are followed" in (
+        result.stderr
+    )
+    assert not (config.parent / "ranges.json").exists()
+
+
+def test_update_follows_a_redirect_to_https(config, trusting_the_test_ca):
+    https_data = _https_data_server(trusting_the_test_ca)
+    with https_data as data_url, redirecting(f"{data_url}/history/{HISTORY_NEW.name}") as url:
+        result = run("ranges", "update", "--source", url + "/old-location.json", config)
+    assert result.returncode == 0, result.stderr
+    assert load_aws_ranges(config.parent / "ranges.json").sync_token == "1592576952"
+
+
+@contextmanager
+def _https_data_server(ca: TestCA) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(DATA))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ca.issue(["127.0.0.1"]).server_context(alpn=())
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server, "https") as url:
+        yield url
+
+
+def test_update_gives_up_on_a_source_that_trickles(config):
+    # One byte a second: each read succeeds, so a socket timeout alone never fires.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(1):
+                with contextlib.suppress(OSError):
+                    connection.sendall(b" ")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        result = run(
+            "ranges",
+            "update",
+            "--source",
+            f"http://127.0.0.1:{port}/r.json",
+            "--timeout",
+            "3",
+            config,
+        )
+    finally:
+        stop.set()
+        listener.close()
+    assert result.returncode == 1
+    assert "not read completely within 3 s (--timeout)" in result.stderr
+    assert not (config.parent / "ranges.json").exists()

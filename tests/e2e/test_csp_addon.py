@@ -12,8 +12,12 @@ browser agrees is tests/browser's job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
+import ssl
+import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ import pytest
 
 from chime_egress.csp import generate_policy, merge_policies, request_allowed
 from tests.support.clients import curl
+from tests.support.files import mode, usual_umask
 from tests.support.proxy import ProxyLauncher, run_expect_failure
 from tests.support.webapp import (
     CSP_SCRIPT,
@@ -146,6 +151,17 @@ def app() -> Iterator[WebApp]:
             content_type="text/plain",
             headers=[("Content-Type", "text/html")],
         )
+        # Issue 16: one HTML type to a browser (the comma is quoted), JSON to a naive split.
+        server.route(
+            "/quoted-type", html_page(), content_type='text/html;charset="x,application/json;"'
+        )
+        # A meta policy far into the head, its http-equiv written with a character reference.
+        late_meta = (
+            "<html><head><script>" + "/* padding */" * 6000 + "</script>"
+            '<meta http-equiv="&#67;ontent-Security-Policy" content="connect-src \'self\'">'
+            "</head><body></body></html>"
+        )
+        server.route("/late-meta", late_meta)
         server.route(
             "/data.json",
             '{"ok": true}',
@@ -243,6 +259,24 @@ def test_a_page_a_browser_may_render_as_html_gets_the_policy(
         assert got.values("Content-Security-Policy") == [generate_policy(FEATURES) + REPORTING], (
             got.detail
         )
+
+
+def test_a_page_whose_type_has_a_quoted_comma_gets_the_policy(
+    proxy: ReverseProxy, tmp_path: Path
+) -> None:
+    got = fetch(proxy, "/quoted-type", workdir=tmp_path)
+    assert got.values("Content-Security-Policy") == [generate_policy(FEATURES) + REPORTING], (
+        got.detail
+    )
+
+
+def test_a_meta_policy_far_into_the_head_is_warned_about(
+    proxy: ReverseProxy, tmp_path: Path
+) -> None:
+    since = proxy.process.mark()
+    got = fetch(proxy, "/late-meta", workdir=tmp_path)
+    assert got.status == 200, got.detail
+    proxy.process.wait_for_log(r"/late-meta declares a policy in a <meta> element", since=since)
 
 
 def test_a_host_not_configured_is_untouched(proxy: ReverseProxy, tmp_path: Path) -> None:
@@ -388,6 +422,183 @@ def test_the_report_path_of_another_host_goes_to_the_app(
     )
     assert got.status == 404, got.detail  # the app's answer: it has no such route
     assert len(app.requests(REPORT_PATH)) == 1
+
+
+# --- hostile report requests (issue 16) -------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    sent: int  # body bytes the proxy took before it closed the connection, or all of them
+    answer: bytes  # what came back (empty when the connection was closed unanswered)
+
+
+def upload_report(
+    proxy: ReverseProxy,
+    headers: Sequence[str],
+    body_chunks: Iterator[bytes],
+    *,
+    host: str = APP_HOST,
+) -> Upload:
+    """POST to the report path over TLS, the body sent chunk by chunk until the proxy stops
+    taking it; what was sent and what came back."""
+    context = ssl.create_default_context(cafile=str(proxy.process.ca_cert))
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+    sent = 0
+    answer = b""
+    with context.wrap_socket(raw, server_hostname=host) as tls:
+        head = [f"POST {REPORT_PATH} HTTP/1.1", f"Host: {host}", *headers, "", ""]
+        tls.sendall("\r\n".join(head).encode())
+        try:
+            for chunk in body_chunks:
+                tls.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the proxy closed the connection: it read no further
+            pass
+        with contextlib.suppress(OSError):
+            while data := tls.recv(65536):
+                answer += data
+    return Upload(sent, answer)
+
+
+def chunked(total: int, piece: int = MIB) -> Iterator[bytes]:
+    """A chunked body of `total` bytes of a JSON string, as a client trickles a huge report."""
+    opening = b'{"csp-report": "'
+    yield b"%x\r\n" % len(opening) + opening + b"\r\n"
+    for _ in range(total // piece):
+        yield b"%x\r\n" % piece + b"x" * piece + b"\r\n"
+    yield b'2\r\n"}\r\n0\r\n\r\n'
+
+
+def test_a_chunked_report_of_any_size_is_closed_unread(
+    proxy: ReverseProxy, app: WebApp, report_file: Path
+) -> None:
+    # The reviewer's 400 MiB chunked POST took mitmdump from 75 MB to 893 MB before the 413;
+    # 64 MiB shows the same: before the fix the proxy read (and buffered) all of it.
+    before, forwarded = report_file.read_text(), len(app.requests(REPORT_PATH))
+    since = proxy.process.mark()
+    upload = upload_report(
+        proxy,
+        ["Content-Type: application/csp-report", "Transfer-Encoding: chunked"],
+        chunked(64 * MIB),
+    )
+    assert upload.sent < 32 * MIB, f"the proxy took {upload.sent} bytes of an unbounded body"
+    assert upload.answer == b"", "closed without an answer, not after reading the body"
+    proxy.process.wait_for_log(r"refused a violation report .* not announced", since=since)
+    assert len(app.requests(REPORT_PATH)) == forwarded
+    assert report_file.read_text() == before
+    assert proxy.process.returncode is None
+
+
+def test_an_announced_oversized_report_is_closed_unread(
+    proxy: ReverseProxy, app: WebApp, report_file: Path
+) -> None:
+    before, forwarded = report_file.read_text(), len(app.requests(REPORT_PATH))
+    total = 64 * MIB
+    upload = upload_report(
+        proxy,
+        ["Content-Type: application/csp-report", f"Content-Length: {total}"],
+        (b"x" * MIB for _ in range(total // MIB)),
+    )
+    assert upload.sent < 32 * MIB and upload.answer == b"", upload
+    assert len(app.requests(REPORT_PATH)) == forwarded
+    assert report_file.read_text() == before
+
+
+@pytest.fixture(scope="module")
+def streaming_proxy(module_proxy_launcher: ProxyLauncher, app: WebApp) -> ReverseProxy:
+    """A collector whose mitmproxy streams bodies over 1 KiB (stream_large_bodies)."""
+    return start_reverse_proxy(
+        module_proxy_launcher,
+        app.origin,
+        [*BASE_OPTIONS, "stream_large_bodies=1k"],
+        label="csp stream_large_bodies",
+    )
+
+
+ANNOUNCED_REPORT = b'{"csp-report": "' + b"x" * 4096 + b'"}'
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [["Transfer-Encoding: chunked"], [f"Content-Length: {len(ANNOUNCED_REPORT)}"]],
+    ids=["chunked", "announced"],
+)
+def test_a_report_mitmproxy_would_stream_never_reaches_the_app(
+    streaming_proxy: ReverseProxy, app: WebApp, headers: list[str]
+) -> None:
+    # With stream_large_bodies=1k mitmproxy switches a body over 1 KiB to streaming: before the
+    # fix, to the app. The report (4 KiB) is refused instead, whatever the framing.
+    forwarded = len(app.requests(REPORT_PATH))
+    if headers == ["Transfer-Encoding: chunked"]:
+        body: Iterator[bytes] = chunked(4 * 1024, 1024)
+    else:
+        body = iter([ANNOUNCED_REPORT])
+    since = streaming_proxy.process.mark()
+    upload = upload_report(
+        streaming_proxy, ["Content-Type: application/csp-report", *headers], body
+    )
+    streaming_proxy.process.wait_for_log(r"refused a violation report", since=since)
+    assert "Streaming request" not in streaming_proxy.process.output()[since:]
+    assert upload.answer == b"", upload.answer[:300]
+    assert len(app.requests(REPORT_PATH)) == forwarded, "a report was streamed to the app"
+
+
+def test_a_small_report_still_gets_through_a_streaming_proxy(
+    streaming_proxy: ReverseProxy, app: WebApp, tmp_path: Path
+) -> None:
+    forwarded = len(app.requests(REPORT_PATH))
+    got = post_report(
+        streaming_proxy, json.dumps(CSP_REPORT), "application/csp-report", workdir=tmp_path
+    )
+    assert got.status == 204, got.detail
+    assert len(app.requests(REPORT_PATH)) == forwarded
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"csp-report": {"blocked-uri": "x", "line-number": NaN}}',
+        '{"csp-report": {"blocked-uri": "x", "line-number": 1e999}}',
+        '{"csp-report": {"blocked-uri": "x", "d": ' + "[" * 300 + "]" * 300 + "}}",
+    ],
+    ids=["nan", "1e999", "300-deep"],
+)
+def test_reports_jq_cannot_read_are_refused_and_the_file_stays_readable(
+    proxy: ReverseProxy, report_file: Path, tmp_path: Path, data: str
+) -> None:
+    before = report_file.read_text()
+    got = post_report(proxy, data, "application/csp-report", workdir=tmp_path)
+    assert got.status == 400, got.detail
+    assert report_file.read_text() == before
+    good = post_report(proxy, json.dumps(CSP_REPORT), "application/csp-report", workdir=tmp_path)
+    assert good.status == 204, good.detail
+    records = report_file.read_text().count("\n")
+    jq = subprocess.run(["jq", "-c", ".", str(report_file)], capture_output=True, check=False)
+    assert jq.returncode == 0, jq.stderr
+    assert jq.stdout.count(b"\n") == records, "jq must read the file to the end"
+
+
+def test_the_reports_file_is_created_0600_also_after_rotation(
+    proxy_launcher: ProxyLauncher, app: WebApp, tmp_path: Path
+) -> None:
+    report_file = tmp_path / "reports" / "reports.jsonl"
+    report_file.parent.mkdir()
+    with usual_umask():  # mitmdump inherits it
+        proxy = start_reverse_proxy(
+            proxy_launcher,
+            app.origin,
+            [*BASE_OPTIONS, f"chime_csp_report_file={report_file}"],
+            label="csp 0600",
+        )
+    assert mode(report_file) == 0o600
+    report_file.rename(report_file.with_suffix(".1"))  # what logrotate does
+    got = post_report(proxy, json.dumps(CSP_REPORT), "application/csp-report", workdir=tmp_path)
+    assert got.status == 204, got.detail
+    assert mode(report_file) == 0o600
+    assert json.loads(report_file.read_text())["blocked-uri"] == SIGNAL
 
 
 # --- start-up ---------------------------------------------------------------------------------

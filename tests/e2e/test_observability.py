@@ -14,6 +14,7 @@ import http.client
 import json
 import re
 import shlex
+import socket
 import ssl
 import time
 import urllib.request
@@ -30,6 +31,7 @@ from tests.cli.support import run
 from tests.support.asserts import assert_chime_headers
 from tests.support.clients import CurlResult, curl, open_tunnel
 from tests.support.config import write_ranges
+from tests.support.files import mode, usual_umask
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher, run_expect_failure
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
@@ -392,3 +394,84 @@ def test_a_metrics_port_in_use_stops_start_up(
     )
     assert failed.returncode not in (None, 0), failed.output
     assert f"chime_metrics: cannot listen on {taken}" in failed.output, failed.output
+
+
+# The reviewer's Host (issue 16): an SGR colour, an OSC window title ended by BEL; then C1 and
+# Unicode line breaks, sent as UTF-8.
+EVIL_HOST = "e\x1b[31mvil\x1b]0;pwned\x07\x85\u2028\x9b.chime.aws"
+
+
+def send_with_host(running: Running, server: EchoServer, host: str, source: str) -> bytes:
+    """One HTTP/1.1 request with Host `host`, through a CONNECT tunnel from `source`; the answer."""
+    sock = socket.create_connection(
+        ("127.0.0.1", running.proxy.port), timeout=10, source_address=(source, 0)
+    )
+    authority = f"{server.host}:{server.port}"
+    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    assert b" 200 " in sock.recv(4096)
+    context = ssl.create_default_context(cafile=str(running.proxy.ca_cert))
+    context.check_hostname = False
+    with context.wrap_socket(sock) as tls:
+        tls.sendall(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_clients_host_reaches_logs_metrics_and_summaries_escaped(
+    running: Running, refusing_server: EchoServer
+) -> None:
+    since = running.proxy.mark()
+    answer = send_with_host(running, refusing_server, EVIL_HOST, PILOT_CLIENT)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    line = running.proxy.wait_for_log(r"chime: Chime answered 403 to [^\n]*", since=since)[0]
+    escaped = "e\\x1b[31mvil\\x1b]0;pwned\\x07\\x85\\u2028\\x9b.chime.aws/x"
+    assert escaped in line, line
+    # Nothing the client sent reaches the terminal raw: no chime line holds a control character.
+    chime_lines = [text for text in running.proxy.output()[since:].split("\n") if "chime:" in text]
+    assert chime_lines and all(text.isprintable() for text in chime_lines), chime_lines
+
+    # The JSON log: every record one printable line, the host kept exactly as sent.
+    raw = running.json_log.read_bytes().decode("utf-8")
+    assert all(text.isprintable() for text in raw.split("\n")), "a record broke its line"
+    record = wait_for_json_event(running, "chime_403", network="pilot", host=EVIL_HOST)
+    assert record["path"] == "/x"
+
+    # The metric: a host that is not a DNS name counts as "other", never as a label.
+    metrics = urllib.request.urlopen(running.metrics_url, timeout=10).read().decode()
+    assert all(text.isprintable() for text in metrics.split("\n"))
+    assert "pwned" not in metrics
+
+    # The summary: the table shows the host escaped; the JSON keeps it.
+    table = run("observed", running.json_log)
+    assert table.returncode == 0, table.stderr
+    assert "e\\x1b[31mvil\\x1b]0;pwned\\x07\\x85\\u2028\\x9b.chime.aws" in table.stdout
+    assert all(text.isprintable() for text in table.stdout.split("\n"))
+    summary = run("observed", "--format", "json", running.json_log)
+    assert EVIL_HOST in {entry["host"] for entry in json.loads(summary.stdout)}
+
+
+def test_the_json_log_is_created_0600_also_after_rotation(
+    proxy_launcher: ProxyLauncher, chime_server: EchoServer, tmp_path: Path
+) -> None:
+    write_ranges(tmp_path / "ranges.json", ["99.77.128.0/18"])
+    allowlist = tmp_path / "allowlist.yaml"
+    allowlist.write_text(ALLOWLIST)
+    json_log = tmp_path / "log" / "chime.jsonl"
+    json_log.parent.mkdir()
+    with usual_umask():  # mitmdump inherits it
+        proxy = proxy_launcher.start(allowlist, extra_args=["--set", f"chime_log_json={json_log}"])
+    assert mode(json_log) == 0o600
+    json_log.rename(json_log.with_suffix(".1"))  # what logrotate does
+    result = curl(
+        chime_server.url("/x"),
+        proxy_port=proxy.port,
+        cacert=proxy.ca_cert,
+        extra_args=["--interface", PILOT_CLIENT],
+    )
+    assert result.status == 200, result
+    deadline = time.monotonic() + 5
+    while not json_log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mode(json_log) == 0o600

@@ -371,6 +371,24 @@ CASES: dict[str, tuple[str | bytes, str | None, list[str]]] = {
             f"(column 2)"
         ],
     ),
+    "ranges-nested-too-deeply": (
+        ON_RANGES,
+        "[" * 100_000,
+        [f"{RANGES_FIELD}: not an AWS ip-ranges file: arrays or objects nested too deeply to read"],
+    ),
+    "ranges-huge-number": (
+        ON_RANGES,
+        '{"syncToken": ' + "9" * 5000 + "}",
+        [f"{RANGES_FIELD}: not an AWS ip-ranges file: a number of more than 4,300 digits"],
+    ),
+    "ranges-sync-token-too-long": (
+        ON_RANGES,
+        f'{{"syncToken": "{"1" * 30}", "prefixes": [{ENTRY}]}}',
+        [
+            f"{RANGES_FIELD}: syncToken: 30 digits; AWS's is a Unix time (at most 20 digits "
+            "accepted)"
+        ],
+    ),
     "ranges-not-an-object": (
         ON_RANGES,
         "[]",

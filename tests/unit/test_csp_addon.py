@@ -280,6 +280,14 @@ def test_reporting_goes_to_the_merged_policies_that_lack_it() -> None:
         (["text/plain, text/html"], True),
         (["text/html, application/json"], False),
         (["text/html", "garbage"], True),
+        # Read as browsers read it (issue 16): a quoted comma does not split the value, */* is
+        # skipped, and "unknown" types are sniffed.
+        (['text/html;charset="x,application/json;"'], True),
+        (["text/html, */*"], True),
+        (['text/html;a="', "application/json"], True),
+        (["unknown/unknown"], True),
+        (["application/unknown"], True),
+        (['application/json;a="b,text/html"'], False),
     ],
 )
 def test_is_document(values: list[str], document: bool) -> None:
@@ -376,7 +384,7 @@ def test_violated_directive_falls_back_to_the_effective_one() -> None:
         (None, b"{}", 415, "unsupported content type"),
         ("application/csp-report", b"{not json", 400, "not JSON"),
         ("application/csp-report", b"\xff\xfe\x00", 400, "not JSON"),
-        ("application/csp-report", b"[" * 100_000, 400, "not JSON"),
+        ("application/csp-report", b"[" * 100_000, 400, "nested deeper than"),
         ("application/csp-report", b'{"other": {}}', 400, "no 'csp-report' object"),
         ("application/csp-report", b'{"csp-report": "x"}', 400, "no 'csp-report' object"),
         ("application/csp-report", b"[]", 400, "unexpected JSON list"),
@@ -587,14 +595,95 @@ async def test_refused_reports_are_answered_here_and_not_stored(
     assert report_file.read_text() == ""
 
 
-async def test_an_announced_oversized_report_is_refused_before_its_body(
+def report_headers_flow(*headers: tuple[str, str], http_version: str = "HTTP/1.1") -> http.HTTPFlow:
+    """A report request as requestheaders sees it: the headers, no body read yet."""
+    flow = report_flow(b"")
+    flow.request.http_version = http_version
+    del flow.request.headers["Content-Length"]
+    for name, value in headers:
+        flow.request.headers.add(name, value)
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version"),
+    [
+        ((("Content-Length", str(MAX_REPORT_BYTES + 1)),), "HTTP/1.1"),
+        ((("Transfer-Encoding", "chunked"),), "HTTP/1.1"),  # the 400 MiB chunked POST
+        ((("Transfer-Encoding", "chunked"), ("Content-Length", "10")), "HTTP/1.1"),
+        ((("Content-Length", "10"), ("Content-Length", "20")), "HTTP/1.1"),
+        ((), "HTTP/2.0"),  # HTTP/2 without content-length: the body ends when the client says
+        ((), "HTTP/3"),
+    ],
+    ids=["over-the-limit", "chunked", "chunked-and-length", "two-lengths", "h2", "h3"],
+)
+async def test_a_report_body_that_is_not_announced_and_bounded_is_never_read(
+    addon: tuple[ChimeCsp, Any, Path],
+    caplog: pytest.LogCaptureFixture,
+    headers: tuple[tuple[str, str], ...],
+    http_version: str,
+) -> None:
+    csp, _, _ = addon
+    flow = report_headers_flow(*headers, http_version=http_version)
+    with caplog.at_level(logging.WARNING):
+        csp.requestheaders(flow)
+    # Killed here, in requestheaders: mitmproxy then closes the request without reading its
+    # body. An answer set here instead would only be sent after the whole body was buffered.
+    assert flow.error is not None and flow.error.msg == flow.error.KILLED_MESSAGE
+    assert flow.response is None
+    assert "refused a violation report" in caplog.text and "closed without reading" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version"),
+    [
+        ((("Content-Length", str(MAX_REPORT_BYTES)),), "HTTP/1.1"),
+        ((("Content-Length", "2"),), "HTTP/2.0"),
+        ((), "HTTP/1.1"),  # HTTP/1 without length or chunking has no body
+    ],
+)
+async def test_an_announced_bounded_report_body_is_read(
+    addon: tuple[ChimeCsp, Any, Path],
+    headers: tuple[tuple[str, str], ...],
+    http_version: str,
+) -> None:
+    csp, _, _ = addon
+    flow = report_headers_flow(*headers, http_version=http_version)
+    csp.requestheaders(flow)
+    assert flow.error is None and flow.response is None
+    assert flow.request.stream is False, "never streamed: the body must not go to the app"
+
+
+async def test_a_get_without_a_body_is_still_answered_405(
     addon: tuple[ChimeCsp, Any, Path],
 ) -> None:
     csp, _, _ = addon
-    flow = report_flow(b"")
-    flow.request.headers["Content-Length"] = str(MAX_REPORT_BYTES + 1)
+    flow = report_headers_flow()
+    flow.request.method = "GET"
     csp.requestheaders(flow)
-    assert flow.response is not None and flow.response.status_code == 413
+    assert flow.response is not None and flow.response.status_code == 405
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"csp-report": {"blocked-uri": "x", "line-number": NaN}}',
+        b'{"csp-report": {"blocked-uri": "x", "line-number": Infinity}}',
+        b'{"csp-report": {"blocked-uri": "x", "line-number": -Infinity}}',
+        b'{"csp-report": {"blocked-uri": "x", "line-number": 1e999}}',
+        b'{"csp-report": {"blocked-uri": "x", "deep": ' + b"[" * 300 + b"]" * 300 + b"}}",
+        b'{"csp-report": {"blocked-uri": "x", "n": ' + b"9" * 5000 + b"}}",
+    ],
+    ids=["nan", "infinity", "minus-infinity", "1e999", "300-deep", "5000-digits"],
+)
+async def test_reports_that_json_tools_cannot_read_are_refused(
+    addon: tuple[ChimeCsp, Any, Path], body: bytes
+) -> None:
+    csp, tctx, report_file = addon
+    flow = report_flow(body)
+    await tctx.cycle(csp, flow)
+    assert flow.response is not None and flow.response.status_code == 400
+    assert report_file.read_text() == ""
 
 
 async def test_the_report_path_of_another_host_is_the_apps_business(
@@ -633,3 +722,65 @@ async def test_each_page_is_scanned_for_a_meta_policy_once(
             await tctx.cycle(csp, flow)
     # The second response of the same page is not decoded and scanned again.
     assert "declares a policy in a <meta> element" not in caplog.text
+
+
+META_PAGE = b"<meta http-equiv=content-security-policy content=x>"
+
+
+async def served_page(
+    addon: tuple[ChimeCsp, Any, Path],
+    caplog: pytest.LogCaptureFixture,
+    body: bytes = META_PAGE,
+    *,
+    path: str = "/",
+    content_type: str | None = None,
+) -> str:
+    """One HTML response of app.example at `path` through the addon; what it logged."""
+    csp, tctx, _ = addon
+    flow = html_flow("app.example")
+    assert flow.response is not None
+    flow.request.path = path
+    if content_type is not None:
+        flow.response.headers["Content-Type"] = content_type
+    flow.response.content = body
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        await tctx.cycle(csp, flow)
+    return caplog.text
+
+
+async def test_pages_are_still_checked_after_a_thousand_other_paths(
+    addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A crawl of many paths once filled a fill-once table, and no page was checked after it.
+    for index in range(1500):
+        await served_page(addon, caplog, b"<p>", path=f"/crawl/{index}")
+    logged = await served_page(addon, caplog, path="/meeting")
+    assert "/meeting declares a policy in a <meta> element" in logged
+
+
+async def test_a_utf16_page_is_checked_by_its_charset(
+    addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = META_PAGE.decode().encode("utf-16-le")
+    logged = await served_page(addon, caplog, body, content_type="text/html; charset=utf-16le")
+    assert "declares a policy in a <meta> element" in logged
+
+
+async def test_a_page_with_a_quoted_comma_in_its_type_gets_the_policy(
+    addon: tuple[ChimeCsp, Any, Path],
+) -> None:
+    csp, tctx, _ = addon
+    flow = html_flow("app.example")
+    assert flow.response is not None
+    flow.response.headers["Content-Type"] = 'text/html;charset="x,application/json;"'
+    await tctx.cycle(csp, flow)
+    assert flow.response.headers.get_all(CSP), "a browser renders it as HTML"
+
+
+async def test_a_clients_path_is_logged_escaped(
+    addon: tuple[ChimeCsp, Any, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    logged = await served_page(addon, caplog, path="/e\x1b]0;pwned\x07")
+    assert "/e\\x1b]0;pwned\\x07 declares a policy" in logged
+    assert "\x1b" not in logged

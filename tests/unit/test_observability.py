@@ -26,6 +26,7 @@ from chime_egress.proxy.metrics import (
     MetricsServer,
     parse_listen_address,
 )
+from tests.support.files import mode, usual_umask
 
 
 @pytest.mark.parametrize(
@@ -227,3 +228,42 @@ def test_stream_target_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> N
     handler.emit(_record("hello", **fields("e")))
     handler.close()
     assert json.loads(capsys.readouterr().out)["message"] == "hello"
+
+
+# --- client-supplied text and client data on disk (issue 16) ----------------------------------
+
+EVIL_HOST = "e\x1b[31mvil\x1b]0;pwned\x07.chime.aws"
+
+
+def test_a_json_log_record_stays_one_printable_line_whatever_the_host() -> None:
+    host = EVIL_HOST + "\x85\u2028\u2029\x9b"
+    line = JsonLineFormatter().format(_record("chime: x", **fields("chime_403", host=host)))
+    assert line.isprintable(), "U+0085, U+2028 and C1 controls must not be written raw"
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["host"] == host, "the field keeps the host exactly as sent"
+
+
+def test_a_host_that_is_not_a_dns_name_never_labels_a_metric() -> None:
+    metrics = Metrics()
+    for host in (EVIL_HOST, 'a"b.chime.aws', "a\\b.chime.aws", "a b.chime.aws", "é.chime.aws"):
+        metrics.count_403("n", host)
+    metrics.count_403("n", "signal.m3.ue1.app.chime.aws")
+    counts = metrics.snapshot()["chime_403_responses_total"]
+    assert counts == {"host=other,network=n": 5, "host=signal.m3.ue1.app.chime.aws,network=n": 1}
+    exposition = metrics.exposition().decode("ascii")
+    assert all(line.isprintable() for line in exposition.split("\n"))
+
+
+def test_the_json_log_is_created_0600_also_after_rotation(tmp_path: Path) -> None:
+    target = tmp_path / "log.jsonl"
+    with usual_umask():
+        handler = open_json_log(str(target))
+    try:
+        handler.emit(_record("before", **fields("a")))
+        first = mode(target)
+        target.rename(tmp_path / "log.jsonl.1")
+        with usual_umask():
+            handler.emit(_record("after", **fields("b")))
+    finally:
+        handler.close()
+    assert (first, mode(target)) == (0o600, 0o600)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chime_egress.cli.observed import summarize
+from chime_egress.cli.observed import json_lines, summarize
 
 
 def line(event: str, **fields: object) -> str:
@@ -89,3 +89,24 @@ def test_plain_http_requests_of_observed_clients_are_counted_by_host_name() -> N
     assert (host.requests, host.connections) == (3, 1)
     assert host.clients == {"10.0.0.1", "10.0.0.2"}
     assert host.to_json()["observed_requests"] == 3
+
+
+ODD = ("\u2028", "\x85", "\x1c")
+
+
+def test_records_are_split_at_line_feeds_only() -> None:
+    # A host holding U+2028 and U+0085, written raw by a JSON writer that leaves them: still one
+    # record each, where str.splitlines would have broken both apart and skipped the pieces.
+    text = "\n".join(
+        json.dumps(
+            {"event": "connection_observed", "sni": f"a{odd}b.chime.aws"}, ensure_ascii=False
+        )
+        for odd in ("\u2028", "\x85", "\x1c")
+    )
+    summary = summarize([("log.jsonl", json_lines(text + "\n"))])
+    assert summary.unreadable == []
+    assert sorted(host.host for host in summary.ordered()) == [
+        "a\x1cb.chime.aws",
+        "a\x85b.chime.aws",
+        "a\u2028b.chime.aws",
+    ]

@@ -24,6 +24,7 @@ from ..deploy import addresses
 from ..deploy.health import DEFAULT_CHECK_HOST, probe_proxy
 from ..deploy.nftables import DEFAULT_REDIRECT_PORTS, render_nftables
 from ..deploy.pac import DEFAULT_PAC_HOSTS, render_pac
+from ..untrusted import printable
 from .support import (
     EXIT_INVALID,
     EXIT_OK,
@@ -36,6 +37,7 @@ from .support import (
     format_argument,
     load_policy_or_report,
     print_error,
+    seconds,
     typed,
 )
 
@@ -203,7 +205,7 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     health.add_argument(
         "--timeout",
-        type=typed(_seconds),
+        type=typed(seconds),
         default=5.0,
         metavar="SECONDS",
         help="give up after this long (default: 5)",
@@ -217,8 +219,8 @@ def _add_health(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _check_host_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-host",
+        type=typed(addresses.check_host_name),  # it is written into the probe's request line
         default=DEFAULT_CHECK_HOST,
-        type=typed(addresses.check_host_pattern),
         metavar="HOST",
         help="the host name the proxy answers itself (its check page and health probe), its "
         f"chime_check_host option (default: {DEFAULT_CHECK_HOST})",
@@ -273,11 +275,13 @@ def _health(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"healthy": health.healthy, "detail": health.detail}, indent=2))
         return EXIT_OK if health.healthy else EXIT_INVALID
+    # The detail quotes what the probed process answered: whatever listens there chose it.
+    detail = printable(health.detail)
     if not health.healthy:
-        print_error(f"unhealthy: {health.detail}")
+        print_error(f"unhealthy: {detail}")
         return EXIT_INVALID
     if not args.quiet:
-        print(f"healthy: {health.detail}")
+        print(f"healthy: {detail}")
     return EXIT_OK
 
 
@@ -312,13 +316,3 @@ def _ca(args: argparse.Namespace) -> int:
     print(f"valid: {certificate.not_before:%Y-%m-%d} to {certificate.not_after:%Y-%m-%d}")
     print(f"SHA-256 fingerprint: {certificate.sha256}")
     return EXIT_OK
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 < seconds <= 300:
-        raise ValueError(f"{text!r}: expected more than 0 and at most 300 seconds")
-    return seconds

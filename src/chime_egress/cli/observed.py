@@ -7,7 +7,10 @@ services and which teams to ask. This reads the `connection_observed` and `reque
 `chime_403`, that `chime_log_json` writes.
 
 `summarize` is the pure part; `add_observed_commands` adds the `chime-egress observed` command,
-which reads the files and prints the summary.
+which reads the files and prints the summary. Host names and clients came from clients: the text
+table shows them escaped (`untrusted.printable`); the JSON output keeps them as logged. Records
+are split at "\n" only, as the proxy writes them: str.splitlines would also split at U+0085,
+U+2028 and the like inside a record that another writer left unescaped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..untrusted import printable
 from .support import (
     EXIT_INVALID,
     EXIT_OK,
@@ -98,6 +102,11 @@ def summarize(sources: Iterable[tuple[str, Iterable[str]]]) -> Summary:
                 continue
             _add(summary, record)
     return summary
+
+
+def json_lines(text: str) -> list[str]:
+    """The lines of a JSON lines file: split at LF only (JSON text has no raw LF inside)."""
+    return text.split("\n")
 
 
 def _add(summary: Summary, record: dict[str, object]) -> None:
@@ -186,7 +195,7 @@ def _observed(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as error:
             print_error(f"{name}: cannot read: {error}")
             return EXIT_INVALID
-        sources.append((name, text.splitlines()))
+        sources.append((name, json_lines(text)))
     summary = summarize(sources)
     for name, line, why in summary.unreadable[:10]:
         print_error(f"{name}:{line}: skipped: {why}")
@@ -212,11 +221,11 @@ def _observed(args: argparse.Namespace) -> int:
         )
     ]
     for host in hosts:
-        shown = sorted(host.clients)[: args.clients]
+        shown = [printable(client) for client in sorted(host.clients)[: args.clients]]
         more = f" (+{len(host.clients) - len(shown)})" if len(host.clients) > len(shown) else ""
         rows.append(
             (
-                host.host,
+                printable(host.host),
                 str(host.connections),
                 str(host.requests),
                 str(host.intercepted),

@@ -1,24 +1,28 @@
 """`chime-egress ranges lookup` and `ranges update`: the Chime ranges the proxy matches.
 
 Addresses are matched by the proxy's own PrefixTable, and an update selects entries with the
-parser that later loads them (filter_aws_ranges), then writes the snapshot atomically.
+parser that later loads them (filter_aws_ranges), checks what would change
+(policy.ranges_update), then writes the snapshot atomically. A URL source is fetched over
+http(s), following redirects only to https, within one deadline for the whole fetch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import socket
 import stat
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import __version__
 from ..errors import ConfigError
@@ -31,6 +35,7 @@ from ..policy.ranges import (
     load_aws_ranges,
     parse_address,
 )
+from ..policy.ranges_update import MIN_PREFIX_LENGTH, update_concerns
 from .support import (
     EXIT_INVALID,
     EXIT_NO,
@@ -46,12 +51,16 @@ from .support import (
     print_columns,
     print_error,
     report_problems,
+    seconds,
     shown_path,
+    typed,
 )
 
 # AWS's file is about 3 MB; a source far larger is not an ip-ranges.json and must not fill memory.
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
-URL_TIMEOUT_SECONDS = 60
+# The whole read of the source, connecting and redirects included: a source that trickles a byte
+# at a time must not hold the update (and the cron job running it) forever.
+DEFAULT_DEADLINE_SECONDS = 120.0
 
 
 def add_ranges_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,9 +121,15 @@ def _add_update(ranges_commands: argparse._SubParsersAction[argparse.ArgumentPar
             "syncToken and createDate, as the snapshot the proxy reads. Prints the prefixes\n"
             "added and removed. The write is atomic (a temporary file in the same folder, then\n"
             "a rename); a running proxy picks the new file up on its next reload check.\n\n"
-            "Nothing is written when the source is malformed, empty, has no matching prefix,\n"
-            "or is older (by syncToken) than the snapshot it would replace; --force overrides\n"
-            "the last check (and an unreadable current snapshot), never the others."
+            "Nothing is written when the source is malformed, empty, or has no matching\n"
+            "prefix, nor, unless --force, when it looks like no file AWS publishes or changes\n"
+            "more than an update should unseen: a prefix wider than "
+            f"/{MIN_PREFIX_LENGTH[4]} (IPv4) or /{MIN_PREFIX_LENGTH[6]} (IPv6),\n"
+            "or not public unicast; the number of prefixes changing by more than half (and\n"
+            "more than 4); services or regions appearing or going; a syncToken older than\n"
+            "the current snapshot's, or equal to it with other prefixes; an unreadable\n"
+            "current snapshot. A URL's redirects are followed to https only; the whole read\n"
+            "must finish within --timeout."
         ),
         epilog=epilog(
             ok="snapshot written, or already up to date",
@@ -132,7 +147,14 @@ def _add_update(ranges_commands: argparse._SubParsersAction[argparse.ArgumentPar
     update.add_argument(
         "--force",
         action="store_true",
-        help="replace the snapshot even if the source's syncToken is older",
+        help="write the snapshot despite the checks above (never a malformed source)",
+    )
+    update.add_argument(
+        "--timeout",
+        type=typed(lambda text: seconds(text, 3600)),
+        default=DEFAULT_DEADLINE_SECONDS,
+        metavar="SECONDS",
+        help=f"give up reading the source after this long (default: {DEFAULT_DEADLINE_SECONDS:g})",
     )
     config_argument(update)
     update.set_defaults(handler=_ranges_update)
@@ -235,7 +257,7 @@ def _ranges_update(args: argparse.Namespace) -> int:
         report_problems(config, error.problems, "invalid configuration; fix it first")
         return EXIT_INVALID
     try:
-        _update(allowlist, args.source, args.output, args.force)
+        _update(allowlist, args.source, args.output, args.force, args.timeout)
     except _Refused as refusal:
         print_error(f"{refusal}")
         print_error("refused; nothing written")
@@ -243,13 +265,17 @@ def _ranges_update(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _update(allowlist: Allowlist, source: str, output_text: str | None, force: bool) -> None:
+def _update(
+    allowlist: Allowlist, source: str, output_text: str | None, force: bool, deadline: float
+) -> None:
     destinations = allowlist.destinations
     output = _output_path(allowlist, output_text)
     selection = f"services {list(destinations.services)}" + (
         f" in regions {list(destinations.regions)}" if destinations.regions else ""
     )
-    snapshot, rendered = _selected_ranges(source, destinations, selection)
+    snapshot, rendered = _selected_ranges(
+        _read_within(source, deadline), source, destinations, selection
+    )
     current = _current_snapshot(output, destinations.services, destinations.regions, force)
     print(
         f"source: {source}: syncToken {snapshot.sync_token} ({snapshot.create_date}), "
@@ -259,15 +285,11 @@ def _update(allowlist: Allowlist, source: str, output_text: str | None, force: b
     print(f"current: {shown_path(output)}: {state}")
     # Shown before any refusal, so an admin sees what the refused file would have changed.
     _print_changes(current.prefixes if current else (), snapshot.prefixes)
-    if current is not None and snapshot.sync_token_number < current.sync_token_number:
-        older = (
-            f"{source}: syncToken {snapshot.sync_token} ({snapshot.create_date}) is older "
-            f"than the current snapshot's {current.sync_token} ({current.create_date})"
-        )
-        if not force:
-            # AWS's change notifications can arrive out of order; an older file is stale.
-            raise _Refused(f"{older}; --force replaces it anyway")
-        print_error(f"warning: {older}; replacing it (--force)")
+    concerns = [f"{source}: {concern}" for concern in update_concerns(current, snapshot)]
+    if concerns and not force:
+        raise _Refused("\n".join(concerns) + "\n--force writes it anyway, once you have checked")
+    for concern in concerns:
+        print_error(f"warning: {concern}; replacing it (--force)")
     _write_snapshot(output, rendered)
 
 
@@ -280,10 +302,9 @@ def _output_path(allowlist: Allowlist, output_text: str | None) -> Path:
 
 
 def _selected_ranges(
-    source: str, destinations: Destinations, selection: str
+    text: str, source: str, destinations: Destinations, selection: str
 ) -> tuple[RangesSnapshot, str]:
     """The snapshot of the source's entries the allowlist selects, and its text as written."""
-    text = _read_source(source)
     try:
         snapshot, rendered = filter_aws_ranges(
             text, source, destinations.services, destinations.regions
@@ -310,16 +331,61 @@ def _write_snapshot(output: Path, rendered: str) -> None:
     print(f"wrote {shown_path(output)}")
 
 
-def _read_source(source: str) -> str:
+class _HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to https: never from https down to plain http, nor to ftp."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme.lower() != "https":
+            raise _Refused(
+                f"{req.full_url}: redirected ({code}) to {newurl!r}; only redirects to https "
+                "are followed"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _read_within(source: str, deadline: float) -> str:
+    """The source's text, read completely within `deadline` seconds, or _Refused.
+
+    A socket timeout bounds each wait, not the whole: a source trickling a byte at a time, or a
+    name that takes long to resolve, is only bounded by running the read in a thread and giving
+    up on it. The thread is a daemon: the command ends, and the read with it.
+    """
+    outcome: list[str | BaseException] = []
+
+    def read() -> None:
+        try:
+            outcome.append(_read_source(source, deadline))
+        except BaseException as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, name="ranges source", daemon=True)
+    reader.start()
+    reader.join(deadline)
+    if not outcome:
+        raise _Refused(f"{source}: not read completely within {deadline:g} s (--timeout)")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _read_source(source: str, timeout: float) -> str:
     scheme = urllib.parse.urlsplit(source).scheme.lower()
     if scheme in ("http", "https"):
+        opener = urllib.request.build_opener(_HttpsRedirectsOnly)
+        request = urllib.request.Request(
+            source, headers={"User-Agent": f"chime-egress/{__version__}"}
+        )
         try:
-            with urllib.request.urlopen(
-                urllib.request.Request(
-                    source, headers={"User-Agent": f"chime-egress/{__version__}"}
-                ),
-                timeout=URL_TIMEOUT_SECONDS,
-            ) as response:
+            with opener.open(request, timeout=timeout) as response:
                 data: bytes = response.read(MAX_SOURCE_BYTES + 1)
         except urllib.error.HTTPError as error:
             raise _Refused(f"{source}: HTTP {error.code} {error.reason}") from None

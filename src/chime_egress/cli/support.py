@@ -181,6 +181,17 @@ def typed(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def seconds(text: str, maximum: float = 300) -> float:
+    """A duration argument: more than 0, at most `maximum` seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= maximum:
+        raise ValueError(f"{text!r}: expected more than 0 and at most {maximum:g} seconds")
+    return value
+
+
 def config_path(text: str) -> Path:
     # As the proxy does with its chime_allowlist option, so both name the file alike in messages.
     return Path(text).expanduser()

@@ -10,7 +10,12 @@ by the proxy itself, logged and appended to a JSON lines file; they never reach 
 
 The addon edits headers only. A policy in a ``<meta http-equiv="Content-Security-Policy">``
 element of the page still applies on top (every policy must allow a request), so such a page is
-logged with a warning.
+logged with a warning (:mod:`chime_egress.csp.meta` reads the page as a browser does).
+
+Violation reports come from anyone who can load a page. A report request must announce its size
+(Content-Length), at most the limit, before the proxy reads any of its body; any other report
+request is closed unread, whatever mitmproxy's streaming and size options say, so that neither
+memory nor the app ever sees a large one. The reports file is created 0600.
 
 Policy logic (parsing, merging, matching) lives in :mod:`chime_egress.csp`, the options and the
 header plan in :mod:`chime_egress.csp_settings`, report parsing in :mod:`chime_egress.csp_reports`
@@ -23,16 +28,22 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import re
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.utils import human
 
+from ..private_files import open_private_append, others_may_read
+from ..untrusted import printable
+from .meta import MAX_HEAD_CHARS, declares_meta_policy
+from .mimetype import extract_mime_type
 from .reports import (
     MAX_REPORT_BYTES,
     REPORT_CONTENT_TYPES,
     ReportError,
+    announced_length,
     media_type,
     parse_reports,
 )
@@ -51,9 +62,9 @@ from .settings import (
 
 logger = logging.getLogger(__name__)
 
-_META_SCAN_BYTES = 64 * 1024
+# Pages scanned for a <meta> policy, remembered by host and path, the least recently seen
+# forgotten first: a crawl of many paths cannot stop the app's own pages being checked.
 _META_CHECKED_LIMIT = 1000
-_META_CSP = re.compile(rb"<meta[^>]+http-equiv\s*=\s*[\"']?content-security-policy", re.IGNORECASE)
 
 # Flow metadata keys: a report request the addon answers itself, and a response already handled.
 _REPORT_FLOW = "chime_csp_report"
@@ -81,7 +92,7 @@ class ChimeCsp:
         self.settings: CspSettings | None = None
         # Pages already scanned for a <meta> policy: each is decoded and scanned once, not on
         # every response (the scan needs the whole body decoded).
-        self._meta_checked: set[str] = set()
+        self._meta_checked: OrderedDict[str, None] = OrderedDict()
 
     def load(self, loader: Loader) -> None:
         # Every option is a str: a value mitmproxy cannot parse would silently unload the whole
@@ -156,6 +167,18 @@ class ChimeCsp:
                 "chime-csp: report-only without chime_csp_report_path: violations show only "
                 "in the browsers' consoles"
             )
+        if settings.report_file is not None and (exposed := others_may_read(settings.report_file)):
+            logger.warning(f"chime-csp: chime_csp_report_file: {exposed}")
+        streamed = _size_option("stream_large_bodies")
+        if (
+            settings.report_path is not None
+            and streamed is not None
+            and streamed < MAX_REPORT_BYTES
+        ):
+            logger.warning(
+                f"chime-csp: stream_large_bodies={streamed}: reports larger than {streamed} bytes "
+                "are refused (mitmproxy would stream them to the app)"
+            )
 
     # Report collection
 
@@ -170,6 +193,8 @@ class ChimeCsp:
         # From here on the request is the collector's: it is answered here, never forwarded.
         flow.metadata[_REPORT_FLOW] = True
         flow.request.stream = False  # the body is needed whole; a streamed one would go upstream
+        if not self._body_is_bounded(flow):
+            return
         if flow.request.method != "POST":
             _answer(flow, 405, "reports are POSTed", {"Allow": "POST"})
             return
@@ -182,10 +207,37 @@ class ChimeCsp:
             # Browsers never compress reports; decoding one could expand a small body into
             # gigabytes before any size check.
             _answer(flow, 415, f"compressed reports ({encoding}) are not accepted")
-            return
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_REPORT_BYTES:
-            _answer(flow, 413, f"reports are limited to {MAX_REPORT_BYTES} bytes")
+
+    def _body_is_bounded(self, flow: http.HTTPFlow) -> bool:
+        """Whether the body mitmproxy is about to read is announced and within the limit; if not,
+        the request is closed now, before a byte of its body is read.
+
+        Only here can a body still be refused unread: once this hook returns, mitmproxy reads the
+        whole body into memory before the next one, and when it passes stream_large_bodies it
+        starts sending it upstream. So the limit is the smaller of the two, and a body of unknown
+        size (chunked, or HTTP/2 without content-length) is not taken at all.
+        """
+        request = flow.request
+        length = announced_length(
+            request.headers.get_all("content-length"),
+            request.headers.get("transfer-encoding"),
+            http1=request.http_version.startswith("HTTP/1"),
+        )
+        streamed = _size_option("stream_large_bodies")
+        limit = MAX_REPORT_BYTES if streamed is None else min(MAX_REPORT_BYTES, streamed)
+        if length is not None and length <= limit:
+            return True
+        why = (
+            "its size is not announced (no Content-Length)"
+            if length is None
+            else f"its {length} bytes are over the limit of {limit}"
+        )
+        logger.warning(
+            f"chime-csp: refused a violation report from {_peer(flow)}: {why}; "
+            "closed without reading it"
+        )
+        _drop(flow)
+        return False
 
     def request(self, flow: http.HTTPFlow) -> None:
         if not flow.metadata.get(_REPORT_FLOW) or flow.response is not None:
@@ -208,7 +260,9 @@ class ChimeCsp:
                 flow.request.headers.get("user-agent", ""),
             )
         except ReportError as error:
-            logger.warning(f"chime-csp: refused a violation report from {client}: {error.reason}")
+            logger.warning(
+                f"chime-csp: refused a violation report from {client}: {printable(error.reason)}"
+            )
             _answer(flow, error.status, error.reason)
             return
         for violation in violations:
@@ -222,7 +276,7 @@ class ChimeCsp:
             )
             try:
                 # Opened per request: cheap at report rates, and log rotation needs no signal.
-                with settings.report_file.open("a", encoding="utf-8") as file:
+                with open_private_append(settings.report_file) as file:
                     file.write(lines)
                     file.flush()
             except OSError as error:
@@ -271,13 +325,15 @@ class ChimeCsp:
                 headers.set_all(endpoints, [*headers.get_all(endpoints), endpoint])
         except Exception:
             # Fail closed: a page must not leave without the policy the operator configured.
-            logger.exception(f"chime-csp: cannot set the policy of {flow.request.pretty_url}")
+            logger.exception(
+                f"chime-csp: cannot set the policy of {printable(flow.request.pretty_url)}"
+            )
             flow.kill()
             return
         for value, error in plan.kept_unmerged:
             logger.error(
-                f"chime-csp: left the app's policy of {flow.request.pretty_url} unmerged "
-                f"(cannot merge {value!r}: {error})"
+                f"chime-csp: left the app's policy of {printable(flow.request.pretty_url)} "
+                f"unmerged (cannot merge {value!r}: {error})"
             )
 
     def _warn_meta_policy(self, flow: http.HTTPFlow) -> None:
@@ -285,14 +341,24 @@ class ChimeCsp:
         if response is None or not flow.metadata.get(_APPLIED) or response.raw_content is None:
             return
         key = f"{flow.request.pretty_host}{flow.request.path.split('?', 1)[0]}"
-        if key in self._meta_checked or len(self._meta_checked) >= _META_CHECKED_LIMIT:
+        if key in self._meta_checked:
+            self._meta_checked.move_to_end(key)
             return
-        self._meta_checked.add(key)
-        head = (response.get_content(strict=False) or b"")[:_META_SCAN_BYTES]
-        if _META_CSP.search(head):
+        self._meta_checked[key] = None
+        if len(self._meta_checked) > _META_CHECKED_LIMIT:
+            self._meta_checked.popitem(last=False)
+        mime = extract_mime_type(response.headers.get_all("content-type"))
+        body = response.get_content(strict=False) or b""
+        declared = declares_meta_policy(body, mime.charset if mime else None)
+        if declared:
             logger.warning(
-                f"chime-csp: {flow.request.pretty_url} declares a policy in a <meta> element; "
-                "the addon edits headers only, and that policy still applies on top"
+                f"chime-csp: {printable(flow.request.pretty_url)} declares a policy in a <meta> "
+                "element; the addon edits headers only, and that policy still applies on top"
+            )
+        elif declared is None:
+            logger.warning(
+                f"chime-csp: {printable(flow.request.pretty_url)}: its head is longer than "
+                f"{MAX_HEAD_CHARS} characters; not checked for a <meta> policy beyond them"
             )
 
 
@@ -320,6 +386,29 @@ def _host_names(flow: http.HTTPFlow) -> tuple[str | None, ...]:
     return (flow.client_conn.sni, host_header, request.host)
 
 
+def _size_option(name: str) -> int | None:
+    """mitmproxy's size option `name` in bytes (its own parser; it validated the value)."""
+    try:
+        return human.parse_size(getattr(ctx.options, name, None))
+    except ValueError:
+        return None
+
+
 def _peer(flow: http.HTTPFlow) -> str:
     peer = flow.client_conn.peername
     return str(peer[0]) if peer else "?"
+
+
+def _drop(flow: http.HTTPFlow) -> None:
+    """Kill the request and close its client connection, unread.
+
+    mitmproxy 12 leaves a killed request's connection open while the client is still sending
+    (mitmproxy issue 8045, as for its own body_size_limit): every refused report would hold a
+    socket until the client gives up. Closing it through the proxy server's own handler ends
+    it at once, as mitmproxy 11 does.
+    """
+    flow.kill()
+    server = ctx.master.addons.get("proxyserver")
+    handler = getattr(server, "connections", {}).get(flow.client_conn.id)
+    if handler is not None:
+        handler.close_connection(handler.client)

@@ -2,15 +2,24 @@
 
 `report-uri` sends one `application/csp-report` object per violation (kebab-case fields under
 `csp-report`); `report-to` sends batched `application/reports+json` arrays (camelCase `body`).
-Pure: the reverse-proxy addon (csp_addon.py) answers the requests and writes the records.
+Pure: the reverse-proxy addon (csp/addon.py) answers the requests and writes the records.
+
+Reports come from anyone who can load a page, so the collector bounds what it reads and writes:
+a request must announce its size, at most MAX_REPORT_BYTES (`announced_length`), before any of
+its body is read; and what is stored must be JSON that common tools read to the end (no NaN or
+Infinity, numbers within a double's range, nesting at most MAX_REPORT_DEPTH; `jq` stops at 256).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..untrusted import printable
+from .mimetype import parse_mime_type
 
 MAX_REPORT_BYTES = 256 * 1024
 """Largest report request accepted. A browser batch of a few dozen reports, each quoting the
@@ -18,6 +27,8 @@ policy, fits easily; the limit keeps an abusive client from filling memory or th
 REPORT_CONTENT_TYPES = ("application/csp-report", "application/reports+json", "application/json")
 """``report-uri`` sends application/csp-report, the Reporting API application/reports+json;
 old browsers sent report-uri reports as application/json."""
+MAX_REPORT_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a report (a browser's is 3 or 4 deep)."""
 _LOG_FIELD_LIMIT = 300
 
 
@@ -87,7 +98,32 @@ class Violation:
 
 
 def media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
+    """The essence of a request's Content-Type (`type/subtype`, lowercase), "" if not valid."""
+    mime = parse_mime_type(content_type or "")
+    return mime.essence if mime is not None else ""
+
+
+def announced_length(
+    content_lengths: Sequence[str], transfer_encoding: str | None, http1: bool
+) -> int | None:
+    """The body size a request announces before its body is read, or None when it does not.
+
+    HTTP/1 without Content-Length and Transfer-Encoding has no body (RFC 9112 6.3). A chunked
+    body, or an HTTP/2 or HTTP/3 request without content-length, ends only when the client says
+    so: its size is unknown until all of it has been read, and so is None, as are conflicting
+    or malformed values.
+    """
+    if transfer_encoding is not None:
+        return None
+    values = {value.strip() for value in content_lengths}
+    if not values:
+        return 0 if http1 else None
+    if len(values) != 1:
+        return None
+    (value,) = values
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        return None
+    return int(value)
 
 
 def parse_reports(content_type: str | None, body: bytes, user_agent: str = "") -> list[Violation]:
@@ -104,9 +140,13 @@ def parse_reports(content_type: str | None, body: bytes, user_agent: str = "") -
     if len(body) > MAX_REPORT_BYTES:
         raise ReportError(413, f"report of {len(body)} bytes is over {MAX_REPORT_BYTES}")
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        document = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ReportError(400, f"nested deeper than {MAX_REPORT_DEPTH} levels") from None
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
         raise ReportError(400, f"not JSON: {error}") from None
+    if _depth(document) > MAX_REPORT_DEPTH:
+        raise ReportError(400, f"nested deeper than {MAX_REPORT_DEPTH} levels")
     if isinstance(document, dict) and kind != "application/reports+json":
         report = document.get("csp-report")
         if not isinstance(report, dict):
@@ -173,6 +213,38 @@ def _from_reporting_api(
     )
 
 
+def _no_constant(name: str) -> object:
+    # Python reads NaN, Infinity and -Infinity; JSON has no such values and jq refuses them.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # 1e999: Python reads it as inf and would write Infinity
+        raise ValueError(f"number {text[:20]} is out of range")
+    return number
+
+
+def _depth(document: object) -> int:
+    """How deeply arrays and objects nest in a parsed document (a scalar is 0 deep)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(document, 0)]
+    while pending:
+        value, depth = pending.pop()
+        children: Iterable[object]
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_REPORT_DEPTH:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
@@ -184,10 +256,8 @@ def _number(value: object) -> int | None:
 
 
 def _loggable(value: str) -> str:
-    """A report field fit for one log line: whatever a client sent, it cannot forge lines."""
-    if len(value) > _LOG_FIELD_LIMIT:
-        value = value[:_LOG_FIELD_LIMIT] + "..."
+    """A report field fit for one log line of space-separated `name=value` pairs: whatever a
+    client sent, it cannot forge lines, steer a terminal or add a pair."""
     if not value:
         return "-"
-    escaped = json.dumps(value, ensure_ascii=True)[1:-1]
-    return escaped.replace(" ", "%20")
+    return printable(value, _LOG_FIELD_LIMIT).replace(" ", "%20")

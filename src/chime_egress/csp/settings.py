@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..private_files import open_private_append
 from . import (
     SAMPLE_ORIGIN,
     evaluate,
@@ -26,6 +27,7 @@ from . import (
     probes_for,
     serialize_policy,
 )
+from .mimetype import extract_mime_type
 
 CSP = "Content-Security-Policy"
 CSP_REPORT_ONLY = "Content-Security-Policy-Report-Only"
@@ -40,12 +42,13 @@ DOCUMENT_TYPES = (
     "text/xml",
     "application/xml",
 )
+# MIME Sniffing 7.1: types for which browsers sniff the body, as for no type at all.
+SNIFFED_TYPES = ("unknown/unknown", "application/unknown")
 DEFAULT_FEATURES = "meetings"
 DEFAULT_REPORT_PATH = ""
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 # "/" then not "/": "//host/path" is scheme-relative, and would send the reports to another site.
 _REPORT_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-._~!$&'()*+=:@/%]*")
-_MIME_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
@@ -154,7 +157,7 @@ def parse_report_file(text: str) -> Path | None:
         return None
     path = Path(text.strip()).expanduser()
     try:
-        with path.open("a", encoding="utf-8"):
+        with open_private_append(path):
             pass
     except OSError as error:
         raise ValueError(
@@ -351,16 +354,11 @@ def plan_headers(
 def is_document(content_types: Sequence[str]) -> bool:
     """Whether a browser may render the response as a document that runs script.
 
-    Like mimesniff's "extract a MIME type": every Content-Type field, split at commas, and the
-    last valid type wins. With none valid (or no header at all) browsers sniff the body and may
-    well render HTML, so the answer is yes: a page must never leave without its policy.
+    The type is the one the browser extracts from every Content-Type field (`mimetype`). With
+    none valid (or no header at all), or a type browsers treat as unknown, they sniff the body
+    and may well render HTML, so the answer is yes: a page must never leave without its policy.
     """
-    essence = None
-    for value in content_types:
-        for piece in value.split(","):
-            candidate = piece.split(";", 1)[0].strip().lower()
-            if _MIME_TYPE.fullmatch(candidate):
-                essence = candidate
-    if essence is None:
+    mime = extract_mime_type(content_types)
+    if mime is None or mime.essence in SNIFFED_TYPES:
         return True
-    return essence in DOCUMENT_TYPES or essence.endswith("+xml")
+    return mime.essence in DOCUMENT_TYPES or mime.essence.endswith("+xml")

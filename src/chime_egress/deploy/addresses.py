@@ -3,6 +3,11 @@
 `chime-egress pac` and `chime-egress firewall` take the prefixes from the very PrefixTable the
 proxy matches against (load_policy), so the browsers or the gateway send the proxy exactly the
 addresses it treats as Chime, no more and no fewer. Nothing here imports mitmproxy.
+
+Everything written into a generated file is checked whole (`re.fullmatch`: `$` would also match
+before a final newline, and a name ending in one would split an nftables rule or a line of the
+PAC file) or escaped (`source_comment`: the allowlist's path is any file name, newlines
+included).
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from dataclasses import dataclass
 from ..errors import plural
 from ..policy.compiled import Policy
 from ..policy.ranges import IPNetwork
+from ..untrusted import printable
 
+# Each is used with fullmatch, never match: see the module's docstring.
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"(?=[A-Za-z0-9.-]{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
 # shExpMatch patterns: host name characters and the wildcards * and ?.
-_HOST_PATTERN = re.compile(r"^[A-Za-z0-9*?.-]{1,253}$")
+_HOST_PATTERN = re.compile(r"[A-Za-z0-9*?.-]{1,253}")
 # nftables interface names and user names, as they may appear unquoted in a rule.
-_NFT_WORD = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_NFT_WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ def parse_proxy_address(text: str) -> ProxyAddress:
             raise ValueError(f"{text!r}: expected HOST:PORT")
         if ":" in host:
             raise ValueError(f"{text!r}: write an IPv6 address in brackets, [{host}]:{port_text}")
-        if not _HOSTNAME.match(host):
+        if not _HOSTNAME.fullmatch(host):
             raise ValueError(f"{text!r}: {host!r} is not a host name or IPv4 address")
     port = parse_port(port_text, text)
     return ProxyAddress(host, port)
@@ -61,7 +68,7 @@ def parse_proxy_address(text: str) -> ProxyAddress:
 
 def parse_port(text: str, context: str | None = None) -> int:
     where = f"{context!r}: " if context is not None else ""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{where}{text!r} is not a port number (1 to 65535)")
     return int(text)
 
@@ -77,7 +84,7 @@ def parse_ports(text: str) -> tuple[int, ...]:
 
 
 def check_host_pattern(pattern: str) -> str:
-    if not _HOST_PATTERN.match(pattern):
+    if not _HOST_PATTERN.fullmatch(pattern):
         raise ValueError(
             f"{pattern!r} is not a host name pattern (letters, digits, '-', '.', '*' and '?')"
         )
@@ -85,7 +92,7 @@ def check_host_pattern(pattern: str) -> str:
 
 
 def check_nft_word(text: str, what: str) -> str:
-    if not _NFT_WORD.match(text):
+    if not _NFT_WORD.fullmatch(text):
         raise ValueError(f"{text!r} is not a valid {what}")
     return text
 
@@ -102,6 +109,16 @@ def collapsed_networks(policy: Policy) -> tuple[list[IPNetwork], list[IPNetwork]
     return list(ipaddress.collapse_addresses(v4)), list(ipaddress.collapse_addresses(v6))
 
 
+def check_host_name(text: str) -> str:
+    """A DNS host name (letters, digits, '-', '.'), lowercased as names compare; raises
+    ValueError saying what is wrong."""
+    if not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a host name")
+    return text.lower()
+
+
 def source_comment(policy: Policy, config: str) -> str:
+    """Where the generated file's prefixes come from, for a comment line: one printable line,
+    whatever the allowlist's file name holds (a newline in it would end the comment)."""
     token = f", ranges syncToken {policy.ranges.sync_token}" if policy.ranges else ""
-    return f"from {config} ({plural(len(policy.table), 'prefix', 'prefixes')}{token})"
+    return f"from {printable(config)} ({plural(len(policy.table), 'prefix', 'prefixes')}{token})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from ..policy.compiled import Policy
@@ -11,8 +12,10 @@ DEFAULT_PAC_HOSTS: tuple[str, ...] = ("*.chime.aws",)
 
 
 def _js_string(text: str) -> str:
-    # Every input is validated to plain ASCII without quotes or backslashes; escape anyway.
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A JavaScript string literal of `text`: JSON's, ASCII only, so no quote, backslash, line
+    terminator (U+2028 and U+2029 included, which end a line in older JavaScript) or other
+    character can leave the string, whatever validated it before."""
+    return json.dumps(text, ensure_ascii=True)
 
 
 def _js_list(items: Sequence[tuple[str, str]]) -> str:

@@ -22,6 +22,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_SERVICES: tuple[str, ...] = ("CHIME_MEETINGS",)
+# AWS's syncToken is a Unix time (10 digits); far longer ones are not AWS's, and Python refuses
+# to turn more than 4,300 digits into a number at all.
+MAX_SYNC_TOKEN_DIGITS = 20
 # Every Chime service name lies under this domain (signal, media, the SDK's endpoints).
 CHIME_DOMAIN = ".chime.aws"
 
@@ -184,6 +187,12 @@ def _parse_aws_ranges(
     except json.JSONDecodeError as error:
         message = f"not valid JSON: {error.msg} (column {error.colno})"
         raise ConfigError([_problem(path, "", message, error.lineno)]) from None
+    except RecursionError:
+        message = "not an AWS ip-ranges file: arrays or objects nested too deeply to read"
+        raise ConfigError([_problem(path, "", message)]) from None
+    except ValueError:  # json.loads' only other error: an integer Python will not convert
+        message = "not an AWS ip-ranges file: a number of more than 4,300 digits"
+        raise ConfigError([_problem(path, "", message)]) from None
     if not isinstance(document, dict):
         raise ConfigError([_problem(path, "", "expected a JSON object like AWS's ip-ranges.json")])
 
@@ -191,6 +200,15 @@ def _parse_aws_ranges(
     sync_token = document.get("syncToken")
     if not (isinstance(sync_token, str | int) and _is_decimal(str(sync_token))):
         problems.append(_problem(path, "syncToken", "missing, or not a number in a string"))
+    elif len(str(sync_token)) > MAX_SYNC_TOKEN_DIGITS:
+        problems.append(
+            _problem(
+                path,
+                "syncToken",
+                f"{len(str(sync_token))} digits; AWS's is a Unix time "
+                f"(at most {MAX_SYNC_TOKEN_DIGITS} digits accepted)",
+            )
+        )
     create_date = document.get("createDate", "")
     if not isinstance(create_date, str):
         problems.append(_problem(path, "createDate", "must be a string"))

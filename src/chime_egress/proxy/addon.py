@@ -28,6 +28,7 @@ from OpenSSL._util import lib as _openssl
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from ..policy.diff import diff_policies, summary
+from ..private_files import others_may_read
 from .current import CurrentPolicy
 from .drain import Drain, parse_drain_seconds
 from .endpoint import (
@@ -141,6 +142,8 @@ class ChimeHeaders:
         self._json_handler = handler
         if handler is not None:
             logger.addHandler(handler)
+        if target not in (None, "-") and (exposed := others_may_read(Path(target).expanduser())):
+            logger.warning(f"chime: chime_log_json: {exposed}")
 
     def _configure_metrics(self, text: str) -> None:
         try:

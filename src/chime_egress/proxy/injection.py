@@ -16,6 +16,7 @@ from mitmproxy import http
 from ..policy.client_policy import ClientPolicy
 from ..policy.diagnostics import refusal_hint
 from ..policy.headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
+from ..untrusted import printable
 from .jsonlog import fields
 from .metrics import Metrics
 from .peers import client_address, client_peer
@@ -59,7 +60,7 @@ class Injector:
         """Answer the request with 502 here, so it never leaves; called while handling an error."""
         self.metrics.requests_refused.inc()
         logger.exception(
-            f"chime: refusing request to {flow.request.pretty_host}: {why}",
+            f"chime: refusing request to {printable(flow.request.pretty_host)}: {why}",
             extra=fields(
                 "request_refused",
                 client=client_peer(flow.client_conn),
@@ -79,8 +80,8 @@ class Injector:
         client = client_peer(flow.client_conn)
         doing = "observing" if client_policy.observing else "intercepting"
         logger.info(
-            f"chime: {doing} {client} -> {flow.request.pretty_host} [{verdict.address}] "
-            f"matched {verdict.prefix} ({client_policy.describe()})",
+            f"chime: {doing} {client} -> {printable(flow.request.pretty_host)} "
+            f"[{verdict.address}] matched {verdict.prefix} ({client_policy.describe()})",
             extra=fields(
                 "request_observed" if client_policy.observing else "connection_intercepted",
                 client=client,
@@ -127,7 +128,7 @@ class Injector:
                 return
             logger.warning(
                 f"chime: another addon changed the Chime headers of a request to "
-                f"{flow.request.pretty_host}; restoring the configured ones",
+                f"{printable(flow.request.pretty_host)}; restoring the configured ones",
                 extra=fields("headers_restored", host=flow.request.pretty_host),
             )
             for name in CHIME_HEADER_NAMES:
@@ -156,7 +157,7 @@ class Injector:
         self.metrics.count_403(client_policy.name, host)
         logger.warning(
             f"chime: Chime answered 403 to {client_peer(flow.client_conn)} for "
-            f"{host}{flow.request.path} ({client_policy.describe()}); sent "
+            f"{printable(host + flow.request.path)} ({client_policy.describe()}); sent "
             f"{APP_KEYS_HEADER}: {app_keys}, {TENANTS_HEADER}: {tenants or '(not sent)'}; "
             f"likely: {hint}" + (f"; response: {excerpt!r}" if excerpt else ""),
             extra=fields(

@@ -1,18 +1,24 @@
 """One JSON object per line for each of the proxy's own log records, for SIEM ingestion.
 
 The proxy's records carry their facts as fields (`extra={"chime": {...}}`); the text line shown
-by mitmdump is made from the same facts, so both say the same thing.
+by mitmdump is made from the same facts, so both say the same thing. The fields keep the values
+as seen (a client's Host, byte for byte); the line escapes every character that is not printable
+(`untrusted.json_line`), so a record is one line that `jq` and line-based tools read. The file
+holds client addresses and hosts: it is created 0600 (`private_files`).
 """
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import logging.handlers
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ..private_files import open_private_append
+from ..untrusted import json_line
 
 FIELDS_ATTRIBUTE = "chime"
 
@@ -37,8 +43,7 @@ class JsonLineFormatter(logging.Formatter):
         document["message"] = record.getMessage()
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        # default=str: an address or path object must never make a record vanish.
-        return json.dumps(document, default=str, ensure_ascii=False)
+        return json_line(document)
 
 
 def parse_json_log_target(text: str) -> str | None:
@@ -49,6 +54,14 @@ def parse_json_log_target(text: str) -> str | None:
     if text != "-" and Path(text).expanduser().is_dir():
         raise ValueError(f"chime_log_json: {text} is a folder; give a file name or '-'")
     return text
+
+
+class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """WatchedFileHandler whose file, whenever it creates one (at start or after rotation), is
+    readable by the proxy's user only."""
+
+    def _open(self) -> io.TextIOWrapper:
+        return open_private_append(self.baseFilename, self.errors)
 
 
 def open_json_log(target: str) -> logging.Handler:
@@ -62,6 +75,6 @@ def open_json_log(target: str) -> logging.Handler:
     if target == "-":
         handler = logging.StreamHandler(sys.stdout)
     else:
-        handler = logging.handlers.WatchedFileHandler(Path(target).expanduser(), encoding="utf-8")
+        handler = PrivateWatchedFileHandler(Path(target).expanduser(), encoding="utf-8")
     handler.setFormatter(JsonLineFormatter())
     return handler

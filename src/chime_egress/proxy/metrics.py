@@ -6,6 +6,7 @@ tests, never share counts, and /metrics shows only the proxy's own series.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -20,9 +21,11 @@ from ..policy.client_policy import ClientPolicies
 from ..policy.ranges import canonical_host, is_chime_name
 
 PREFIX = "chime_egress"
-# Host names label the 403 counter, but a client chooses the Host it sends: only names under
-# chime.aws are used, and only this many of them; the rest count as "other".
+# Host names label the 403 counter, but a client chooses the Host it sends: only DNS names
+# (letters, digits, '-', '.') under chime.aws are used, and only this many of them; the rest,
+# control characters or quotes included, count as "other".
 MAX_403_HOSTS = 200
+_DNS_NAME = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
 
 # Outcomes of the connection decision, the `outcome` label of chime_egress_connections_total.
 INTERCEPTED = "intercepted"
@@ -119,7 +122,7 @@ class Metrics:
 
     def count_403(self, network: str, host: str) -> None:
         host = canonical_host(host)
-        if not is_chime_name(host):
+        if not (is_chime_name(host) and _DNS_NAME.fullmatch(host)):
             host = "other"
         elif host not in self._403_hosts:
             if len(self._403_hosts) >= MAX_403_HOSTS:

@@ -19,6 +19,7 @@ from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
 
 from ..policy.compiled import Policy
+from ..untrusted import printable
 from .current import CurrentPolicy
 from .jsonlog import fields
 from .metrics import Metrics
@@ -131,7 +132,8 @@ class Observer:
         if client_policy.observing:
             return True
         logger.info(
-            f"chime: closing observed connection {observation.client} -> {observation.host}: "
+            f"chime: closing observed connection {observation.client} -> "
+            f"{printable(observation.host)}: "
             f"its client is now in {client_policy.describe()}, so it reconnects through "
             "interception",
             extra=fields(
@@ -154,9 +156,9 @@ class Observer:
             self.metrics.child(bytes_counter, network, "client").inc(sent)
             self.metrics.child(bytes_counter, network, "server").inc(received)
             amounts = f": {sent} bytes sent, {received} received in {seconds}s"
-        sni = f" (SNI {observation.sni})" if observation.sni else ""
+        sni = f" (SNI {printable(observation.sni)})" if observation.sni else ""
         logger.info(
-            f"chime: observed {observation.client} -> {observation.host}{sni} "
+            f"chime: observed {observation.client} -> {printable(observation.host)}{sni} "
             f"[{observation.address}] matched {observation.prefix} "
             f"(network {observation.network}, mode observe){amounts}",
             extra=fields(

@@ -25,6 +25,7 @@ from ..policy.client_policy import ClientPolicy
 from ..policy.compiled import Policy
 from ..policy.media import media_reason
 from ..policy.ranges import Prefix, is_chime_name, parse_address
+from ..untrusted import printable
 from .current import CurrentPolicy
 from .jsonlog import fields
 from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, Metrics
@@ -90,7 +91,8 @@ class Router:
             # Unsure: leave mitmproxy's default (intercept); each request re-judges and fails
             # closed if it still cannot decide.
             logger.exception(
-                f"chime: cannot judge {client_peer(context.client)} -> {server_name(server)}"
+                f"chime: cannot judge {client_peer(context.client)} -> "
+                f"{printable(server_name(server))}"
             )
             return
         self._decided.add(server)
@@ -158,7 +160,10 @@ class Router:
         why_media: str | None = None,
     ) -> None:
         client, host = client_peer(context.client), server_name(context.server)
-        target = f"{host} (SNI {sni})" if sni else host
+        # The host and the server name are the client's words: shown escaped, kept as sent in
+        # the record's fields.
+        shown_host = printable(host)
+        target = f"{shown_host} (SNI {printable(sni)})" if sni else shown_host
         if event == "connection_intercepted":
             text = f"intercepting {client} -> {target} [{verdict.address}] matched "
             text += f"{verdict.prefix} ({client_policy.describe()})"
@@ -166,7 +171,7 @@ class Router:
             text = f"passing media through {client} -> {target} [{verdict.address}] matched "
             text += f"{verdict.prefix}: {why_media}"
         else:
-            text = f"passing through {client} -> {host} [{verdict.address}]"
+            text = f"passing through {client} -> {shown_host} [{verdict.address}]"
         logger.log(
             level,
             f"chime: {text}",
