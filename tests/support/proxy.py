@@ -31,6 +31,9 @@ ADDON_SCRIPT = REPO_ROOT / "addon" / "chime_headers.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
 
 LISTEN_HOST = "127.0.0.1"
+# The test servers live on loopback, which the addon refuses by default: allow them (the tests
+# of that refusal set the option back to empty). The proxy's own ports stay refused regardless.
+TEST_LOCAL_DESTINATIONS = "127.0.0.0/8,::1"
 # "HTTP(S) proxy listening at ...", or in reverse mode "Reverse proxy to URL listening at ...".
 _LISTENING = re.compile(r"proxy (?:to \S+ )?listening at (?:\[?[0-9a-fA-F.:]+\]?):(\d+)")
 _STARTUP_FAILED = "Error logged during startup"
@@ -85,6 +88,8 @@ def build_command(
         cmd += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if allowlist is not None:
         cmd += ["--set", f"chime_allowlist={allowlist}"]
+    if script == ADDON_SCRIPT:
+        cmd += ["--set", f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}"]
     cmd += list(extra_args)
     return cmd
 

@@ -2,6 +2,8 @@
 
 - `routing.Router` decides once per connection whether it is Chime-bound and what mitmproxy does
   with it (intercept, relay raw, relay as media, observe);
+- `connecting.Connector` pins each connection to the address judged, and refuses the proxy's
+  own host;
 - `injection.Injector` gives every Chime-bound request exactly the configured headers;
 - `observing.Observer` relays and records the connections of clients in observe mode;
 - `reloading.ReloadWatcher` loads edits to the allowlist and ranges files.
@@ -18,10 +20,12 @@ from pathlib import Path
 
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import layer
+from mitmproxy.proxy import layer, server_hooks
 
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
+from ..policy.local import LocalDestinations, parse_local_destinations
+from .connecting import Connector
 from .current import CurrentPolicy
 from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
 from .injection import INJECTED_NETWORK, Injector
@@ -47,6 +51,7 @@ class ChimeHeaders:
         self.observer = Observer(self.current, self.metrics)
         self.router = Router(self.current, self.metrics, self.observer)
         self.injector = Injector(self.router, self.metrics)
+        self.connector = Connector(self.router, self.metrics, self._listeners)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
         self.endpoint = ProxyEndpoint(self.current)
         self.websocket_relay = "tcp"
@@ -96,6 +101,14 @@ class ChimeHeaders:
             "standard output (with mitmdump -q), or a file to append to. Empty: off.",
         )
         loader.add_option(
+            "chime_local_destinations",
+            str,
+            "",
+            "Loopback, link-local or unspecified addresses that clients may reach through the "
+            "proxy, comma-separated (e.g. 127.0.0.2/32,::1); all others are refused, and so are "
+            "the proxy's own listeners whatever this says. Empty: none.",
+        )
+        loader.add_option(
             "chime_check_host",
             str,
             DEFAULT_CHECK_HOST,
@@ -126,6 +139,12 @@ class ChimeHeaders:
             self._configure_json_log(ctx.options.chime_log_json)
         if "chime_metrics" in updated:
             self._configure_metrics(ctx.options.chime_metrics)
+        if "chime_local_destinations" in updated:
+            try:
+                allowed = parse_local_destinations(ctx.options.chime_local_destinations)
+            except ValueError as error:
+                raise exceptions.OptionsError(str(error)) from None
+            self.connector.local = LocalDestinations(allowed)
         if "chime_check_host" in updated:
             try:
                 self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
@@ -184,6 +203,16 @@ class ChimeHeaders:
         shown = f"[{host}]" if ":" in host else host
         logger.info(f"chime: metrics at http://{shown}:{port}/metrics")
 
+    def _listeners(self) -> list[tuple[str, int]]:
+        """Where this proxy listens: mitmproxy's proxy servers and the metrics endpoint."""
+        found: list[tuple[str, int]] = []
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is not None:
+            found.extend((str(host), int(port)) for host, port, *_ in proxyserver.listen_addrs())
+        if self.metrics_server is not None:
+            found.append((self.metrics_server.address[0], self.metrics_server.port))
+        return found
+
     def _publish(self, policy: Policy, message: str) -> None:
         self.current.publish(policy)
         # Nothing below may undo a published reload, nor stop the watcher task.
@@ -225,6 +254,9 @@ class ChimeHeaders:
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
         await self.router.next_layer(nextlayer)
 
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        await self.connector.server_connect(data)
+
     def client_disconnected(self, client: connection.Client) -> None:
         self.observer.client_disconnected(client)
 
@@ -233,6 +265,9 @@ class ChimeHeaders:
             self.endpoint.answer(flow)
             return
         await self.injector.requestheaders(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.injector.request(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.injector.response(flow)

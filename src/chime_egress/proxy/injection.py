@@ -2,8 +2,11 @@
 
 Client copies of both headers are removed (every copy, any letter case) and the policy's values
 added, with lowercase names on HTTP/2. A request whose destination or policy cannot be decided is
-answered 502 here and never leaves. Chime's 403 answers to injected requests are reported with
-what was sent and the documented rules that could have refused it.
+answered 502 here and never leaves. A request that a server behind the proxy could read as other
+headers than the proxy did (`chime_egress.policy.fields`: a bare CR, an obs-fold line, a
+Connection option naming a Chime header, a trailer named like one...) is answered 400 and never
+leaves either. Chime's 403 answers to injected requests are reported with what was sent and the
+documented rules that could have refused it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from mitmproxy import http
 
 from ..policy.client_policy import ClientPolicy
 from ..policy.diagnostics import refusal_hint
+from ..policy.fields import request_problem, trailer_problem
 from ..policy.headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
 from .jsonlog import fields
 from .metrics import Metrics
@@ -26,6 +30,11 @@ logger = logging.getLogger("chime_egress")
 # flow.metadata key: the network whose headers a request left with (shown in saved flows).
 INJECTED_NETWORK = "chime_egress.network"
 _BODY_EXCERPT = 200
+
+
+def _printable(text: str) -> str:
+    """A client-chosen text as one log line can show it."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 class Injector:
@@ -40,9 +49,12 @@ class Injector:
             verdict = self.router.verdict_for(flow.server_conn)
             client_policy = self.router.client_policy(flow.client_conn)
             if verdict is None:
-                # Not seen at the connection level: absolute-form plain HTTP, or a mode where
-                # mitmproxy connects after the request arrives.
-                verdict = await self.router.judge(flow.server_conn, flow.request.host)
+                # Not decided at the connection level: absolute-form HTTP through the proxy
+                # (judged per request), or a connection whose routing could not judge it.
+                if flow.server_conn.address is None:
+                    verdict = await self.router.judge_request(flow)
+                else:
+                    verdict = await self.router.judge(flow.server_conn)
                 if verdict.is_chime:
                     self._log_request_decision(flow, verdict, client_policy)
             if verdict.is_chime:
@@ -54,6 +66,41 @@ class Injector:
                     self._inject(flow, client_policy)
         except Exception:
             self._refuse(flow, "cannot decide or add the Chime headers")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Trailers arrive after the headers were judged: hold back any a server could misread."""
+        trailers = flow.request.trailers
+        if not trailers or flow not in self._injected:
+            return
+        problem = trailer_problem(trailers.fields)
+        if problem is None:
+            return
+        if flow.request.stream:
+            # The headers and the body have left already; only the trailers can be held back.
+            flow.request.trailers = None
+            self._reject(flow, problem, "its trailers were dropped")
+        else:
+            self._reject(flow, problem)
+
+    def _reject(self, flow: http.HTTPFlow, why: str, outcome: str = "") -> None:
+        """Answer 400 a request a server could read otherwise than the proxy did (or say so)."""
+        self.metrics.requests_rejected.inc()
+        client, host = client_peer(flow.client_conn), _printable(flow.request.pretty_host)
+        logger.warning(
+            f"chime: rejecting request from {client} to {host}: {why}; "
+            + (outcome or "answered 400, never forwarded"),
+            extra=fields("request_rejected", client=client, host=host, reason=why),
+        )
+        if outcome:
+            return
+        request = flow.request
+        request.stream = False  # a response cannot be set on a request being streamed
+        headers = {"Content-Type": "text/plain"}
+        if not (request.is_http2 or request.is_http3):
+            headers["Connection"] = "close"  # nothing pipelined after it is read either
+        flow.response = http.Response.make(
+            400, f"chime-egress: request refused: {why}\n".encode(), headers
+        )
 
     def _refuse(self, flow: http.HTTPFlow, why: str) -> None:
         """Answer the request with 502 here, so it never leaves; called while handling an error."""
@@ -93,6 +140,11 @@ class Injector:
         )
 
     def _inject(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
+        data = flow.request.data
+        problem = request_problem(data.method, data.path, data.authority, data.headers.fields)
+        if problem is not None:
+            self._reject(flow, problem)
+            return
         headers = flow.request.headers
         stripped = 0
         for name in CHIME_HEADER_NAMES:

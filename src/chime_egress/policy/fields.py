@@ -1,0 +1,100 @@
+"""Which requests may be forwarded to Chime: none that a next hop could read as other headers.
+
+The proxy strips the client's copies of the two Chime headers and adds its own. That guarantee
+only holds if every parser behind the proxy reads the same header section as the proxy did, so a
+Chime-bound request is refused (never forwarded) when any part of it could be read another way:
+
+- a field name that is not an RFC 9110 token (5.1): `Name : value`, a CR or LF inside a name;
+- a field value with a control character other than HTAB (RFC 9110 5.5): a bare CR, which many
+  servers end a line on (RFC 9112 2.2 lets a proxy only reject or replace it), NUL, and the
+  CR LF that an obs-fold continuation line leaves in the value (RFC 9112 5.2: a proxy must not
+  forward it); HTTP/2 and HTTP/3 forbid all three in values (RFC 9113 8.2.1);
+- a method that is not a token, or a request target or authority holding a control character
+  or a space: from an HTTP/2 client they would become a new line when the request goes upstream
+  as HTTP/1.1;
+- a `Connection` (or legacy `Proxy-Connection`) option naming a Chime header: RFC 9110 7.6.1
+  tells every next hop to delete the fields it names;
+- a field named like a Chime header with `_` for `-`: CGI-style servers read both as one;
+- a request trailer with any of the above, or named like a Chime header at all (trailers are
+  never where Chime reads them, and some servers merge them into the header section).
+
+These rules are pure functions of the request's bytes, called from the proxy's injector.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .headers import CHIME_HEADER_NAMES
+
+Field = tuple[bytes, bytes]
+
+# RFC 9110 5.6.2: token = 1*tchar.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 5.5: field values are VCHAR, obs-text, SP and HTAB; every other control is refused.
+_VALUE_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A request target or authority cannot hold a space or a control (RFC 9112 3.2, RFC 3986).
+_TARGET_CONTROL = re.compile(rb"[\x00-\x20\x7f]")
+
+_CHIME_NAMES = frozenset(name.lower().encode() for name in CHIME_HEADER_NAMES)
+# Spellings that servers mapping `-` to `_` (CGI, WSGI, PHP, Rack) read as a Chime header.
+_CHIME_ALIASES = frozenset(name.replace(b"-", b"_") for name in _CHIME_NAMES)
+_CONNECTION_HEADERS = frozenset({b"connection", b"proxy-connection"})
+
+
+def _shown(data: bytes) -> str:
+    """Bytes as a log line can show them: every control character escaped."""
+    text = repr(data)[2:-1]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def field_problem(name: bytes, value: bytes) -> str | None:
+    """Why one header field must not be forwarded to Chime, or None."""
+    if _TOKEN.fullmatch(name) is None:
+        return f"header name {_shown(name)!r} is not a token"
+    if _VALUE_CONTROL.search(value) is not None:
+        return (
+            f"header {_shown(name)} has a control character in its value ({_shown(value)!r}): "
+            "a bare CR, LF, NUL or an obs-fold line"
+        )
+    lowered = name.lower()
+    if lowered.replace(b"-", b"_") in _CHIME_ALIASES and lowered not in _CHIME_NAMES:
+        return f"header {_shown(name)} is a Chime header name spelled with underscores"
+    if lowered in _CONNECTION_HEADERS:
+        for option in value.lower().split(b","):
+            if option.strip(b" \t") in _CHIME_NAMES:
+                return (
+                    f"{_shown(name)}: {_shown(value)} tells the next hop to delete a Chime header"
+                )
+    return None
+
+
+def request_problem(
+    method: bytes, target: bytes, authority: bytes, fields: Iterable[Field]
+) -> str | None:
+    """Why a Chime-bound request must be refused rather than forwarded, or None.
+
+    `target` is the request target as it will be sent (the path, or the absolute form), and
+    `authority` the HTTP/2 or HTTP/3 `:authority` (empty for HTTP/1).
+    """
+    if _TOKEN.fullmatch(method) is None:
+        return f"method {_shown(method)!r} is not a token"
+    if _TARGET_CONTROL.search(target) is not None:
+        return f"request target {_shown(target)!r} has a space or a control character"
+    if _TARGET_CONTROL.search(authority) is not None:
+        return f"authority {_shown(authority)!r} has a space or a control character"
+    for name, value in fields:
+        if (problem := field_problem(name, value)) is not None:
+            return problem
+    return None
+
+
+def trailer_problem(fields: Iterable[Field]) -> str | None:
+    """Why a Chime-bound request's trailer section must not be forwarded, or None."""
+    for name, value in fields:
+        if name.lower().replace(b"_", b"-") in _CHIME_NAMES:
+            return f"trailer {_shown(name)} is named like a Chime header"
+        if (problem := field_problem(name, value)) is not None:
+            return f"trailer: {problem}"
+    return None
