@@ -72,9 +72,8 @@ class Connector:
             if server.sni is None:
                 server.sni = data.client.sni or host  # the name mitmproxy would give the server
             server.address = (target, port)
-        elif name := self.router.tls_name(data.client, (host, port)):
-            if server.sni == host:
-                server.sni = name
+        elif (name := self.router.tls_name(data.client, (host, port))) and server.sni == host:
+            server.sni = name
         why = self.local.refusal(address, port, self.listeners(), is_local_address)
         if why is not None:
             self._refuse(data, why)

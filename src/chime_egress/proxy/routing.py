@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary, WeakSet
 
-from mitmproxy import connection, http
+from mitmproxy import connection, ctx, http
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import layer
 from mitmproxy.proxy.context import Context
@@ -117,6 +117,12 @@ class Router:
             self._require_http(nextlayer)
 
     def _require_http(self, nextlayer: layer.NextLayer) -> None:
+        if nextlayer.layer is None:
+            # Scripts run before mitmproxy's own NextLayer addon: let it choose first (TLS, the
+            # HTTP version, QUIC...), through its hook, so its choice can be checked here.
+            builtin = ctx.master.addons.get("nextlayer")
+            if builtin is not None:
+                builtin.next_layer(nextlayer)
         if require_http(nextlayer):
             logger.info(
                 f"chime: {client_peer(nextlayer.context.client)} -> "
