@@ -9,11 +9,16 @@ reached the recording upstream could be read with other Chime headers than the c
 from __future__ import annotations
 
 import itertools
+import re
 import socket
 import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import h2.config  # type: ignore[import-untyped, unused-ignore]
+import h2.connection  # type: ignore[import-untyped, unused-ignore]
+import h2.events  # type: ignore[import-untyped, unused-ignore]
 
 from .clients import open_tunnel
 from .proxy import LISTEN_HOST
@@ -78,11 +83,7 @@ def split_at(data: bytes, *offsets: int) -> list[bytes]:
 
 def status_codes(answer: bytes) -> list[int]:
     """The status code of every HTTP/1 response in ``answer``."""
-    codes = []
-    for line in answer.split(b"\r\n"):
-        if line.startswith(b"HTTP/1.") and len(line) >= 12 and line[9:12].isdigit():
-            codes.append(int(line[9:12]))
-    return codes
+    return [int(m.group(1)) for m in re.finditer(rb"HTTP/1\.[01] (\d{3})", answer)]
 
 
 def assert_every_request_exact(
@@ -105,3 +106,58 @@ def assert_every_request_exact(
     counted = [p for p in parsed if p.parser in ("h11", "h2")]
     assert len(counted) >= at_least, f"expected {at_least} requests, got {shown}\n{context}"
     return parsed
+
+
+def h2_exchange(
+    proxy_port: int,
+    host: str,
+    port: int,
+    tls_ca: Path,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    body: bytes = b"",
+    trailers: Sequence[tuple[bytes, bytes]] = (),
+) -> int | None:
+    """One HTTP/2 request through a CONNECT tunnel, its fields sent exactly as given.
+
+    Nothing is validated or normalised on the way out (the h2 library is told not to), so a
+    test can send what a hostile client would. Returns the response status (None: no answer,
+    the stream or the connection was reset).
+    """
+    config = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        validate_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=config)
+    raw = open_tunnel(proxy_port, host, port)
+    sock = client_context(tls_ca, alpn=("h2",)).wrap_socket(raw, server_hostname=host)
+    try:
+        if sock.selected_alpn_protocol() != "h2":
+            raise AssertionError(f"the proxy did not speak h2: {sock.selected_alpn_protocol()}")
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        end_after_headers = not body and not trailers
+        conn.send_headers(stream, list(headers), end_stream=end_after_headers)
+        if body:
+            conn.send_data(stream, body, end_stream=not trailers)
+        if trailers:
+            conn.send_headers(stream, list(trailers), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(5)
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return None
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    return int(dict(event.headers or [])[b":status"])
+                if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    return None
+            sock.sendall(conn.data_to_send())
+    except (TimeoutError, ConnectionError, ssl.SSLError):
+        return None
+    finally:
+        sock.close()
