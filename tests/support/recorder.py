@@ -69,8 +69,10 @@ class RecordingServer(Service):
         cert: ServerCert | None = None,
         alpn: Sequence[str] = ("http/1.1",),
         name: str = "recorder",
+        port: int = 0,
     ) -> None:
         self.host = host
+        self._requested_port = port
         self.cert = cert
         self.alpn = tuple(alpn)
         self.name = name
@@ -141,7 +143,9 @@ class RecordingServer(Service):
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
         ssl_context = self.cert.server_context(self.alpn) if self.cert else None
-        server = await asyncio.start_server(self._handle, self.host, 0, ssl=ssl_context)
+        server = await asyncio.start_server(
+            self._handle, self.host, self._requested_port, ssl=ssl_context
+        )
         self._port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stopping.wait()

@@ -1,10 +1,10 @@
 """Connecting upstream: to the one address judged, and never to the proxy's own host.
 
-Just before mitmproxy connects (`server_connect`), a destination named by a host name is pinned
-to one address: the one its routing verdict was made on when it was judged before connecting
-(lazy strategy, absolute-form requests), else the resolver's first answer, which the verdict is
-then made on (the peername). mitmproxy would otherwise resolve the name again, and a name whose
-answer changes between lookups could move a connection judged "not Chime" onto Chime.
+A destination judged before connecting (lazy strategy, absolute-form requests) is pinned to the
+address judged by the router. Any other one named by a host name is pinned here, just before
+mitmproxy connects (`server_connect`), to the resolver's first answer, and judged on it (the
+peername) afterwards. mitmproxy would otherwise resolve the name again on its own, and a name
+whose answer changes between lookups could move a connection judged "not Chime" onto Chime.
 
 The address is then checked against `policy.local`: the proxy's own listeners, and loopback,
 link-local and unspecified addresses unless `chime_local_destinations` allows them. A refused
@@ -27,7 +27,7 @@ from ..policy.ranges import IPAddress, parse_address
 from .jsonlog import fields
 from .metrics import Metrics
 from .peers import client_peer
-from .routing import Router, resolve
+from .routing import Router, pin, resolve
 
 logger = logging.getLogger("chime_egress")
 
@@ -60,7 +60,7 @@ class Connector:
         address = parse_address(host)
         if address is None:
             try:
-                target = self.router.connect_address(server) or (await resolve(host, port))[0]
+                target = (await resolve(host, port))[0]
             except (OSError, IndexError) as error:
                 # What mitmproxy's own lookup would have answered; nothing is refused here.
                 server.error = f"cannot resolve {host}: {getattr(error, 'strerror', error)}"
@@ -69,9 +69,7 @@ class Connector:
             if address is None:  # pragma: no cover - a resolver answers addresses
                 server.error = f"{host} resolved to {target!r}, not an address"
                 return
-            if server.sni is None:
-                server.sni = data.client.sni or host  # the name mitmproxy would give the server
-            server.address = (target, port)
+            pin(server, target, data.client.sni)
         elif (name := self.router.tls_name(data.client, (host, port))) and server.sni == host:
             server.sni = name
         why = self.local.refusal(address, port, self.listeners(), is_local_address)

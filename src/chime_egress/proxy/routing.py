@@ -9,8 +9,8 @@ mitmproxy's parser or nothing, whatever mitmproxy would have chosen (`http_only.
 
 The verdict is made on the address actually connected to: the peername once connected, or, when
 a host name is judged before connecting, the one address judged, to which the connection is then
-pinned (`connecting.py`): a name whose answer changes between lookups cannot move a connection
-judged "not Chime" onto a Chime address.
+pinned (`pin`; `connecting.py` pins the others): a name whose answer changes between lookups
+cannot move a connection judged "not Chime" onto a Chime address.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ class Router:
             assert server.address is not None
             host, port = server.address
             verdict = await _judge_host(policy, str(host), int(port))
+            if verdict.connect_to is not None and server.via is None:
+                pin(server, verdict.connect_to, context_sni=None)
         self._verdicts[server] = verdict
         return verdict
 
@@ -162,11 +164,6 @@ class Router:
                 names[(verdict.connect_to, request.port)] = request.host
             request.data.host = verdict.connect_to
         return verdict
-
-    def connect_address(self, server: connection.Server) -> str | None:
-        """The address a connection was judged by before it connected, if it was."""
-        verdict = self._verdicts.get(server)
-        return verdict.connect_to if verdict is not None else None
 
     def tls_name(self, client: connection.Client, address: tuple[str, int]) -> str | None:
         """The host name of an https request that `judge_request` pinned to `address`."""
@@ -266,6 +263,19 @@ class Router:
             media_hosts=self.current.policy.media_hosts,
         )
         return why, sni
+
+
+def pin(server: connection.Server, address: str, context_sni: str | None) -> None:
+    """Make mitmproxy connect to `address` instead of resolving the server's host name again.
+
+    The name stays the TLS server name, as mitmproxy would have sent it (the client's own SNI
+    first, `context_sni`, when it is known).
+    """
+    assert server.address is not None
+    host, port = server.address
+    if server.sni is None:
+        server.sni = context_sni or str(host)
+    server.address = (address, port)
 
 
 async def resolve(host: str, port: int) -> list[str]:
