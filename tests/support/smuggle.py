@@ -31,21 +31,39 @@ PAUSE = 0.4  # long enough for mitmproxy to decide on the first part alone
 
 
 def send_parts(
-    sock: socket.socket | ssl.SSLSocket, parts: Sequence[bytes], pause: float = PAUSE
+    sock: socket.socket | ssl.SSLSocket,
+    parts: Sequence[bytes],
+    pause: float = PAUSE,
+    *,
+    first_answer: bool = False,
 ) -> bytes:
-    """Send each part (pausing between them), then read the answer until EOF or a quiet second."""
-    for index, part in enumerate(parts):
-        if index:
-            time.sleep(pause)
-        sock.sendall(part)
+    """Send each part (pausing between them), then read until EOF or a quiet 1.5 s.
+
+    ``first_answer``: stop as soon as one whole response (head and Content-Length body) is in.
+    """
+    try:
+        for index, part in enumerate(parts):
+            if index:
+                time.sleep(pause)
+            sock.sendall(part)
+    except (ConnectionError, ssl.SSLError, OSError):
+        pass  # the proxy may refuse before the last part: what it answered is read below
     sock.settimeout(1.5)
     answer = bytearray()
     try:
-        while chunk := sock.recv(65536):
+        while not (first_answer and _whole_response(answer)) and (chunk := sock.recv(65536)):
             answer.extend(chunk)
     except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
         pass
     return bytes(answer)
+
+
+def _whole_response(data: bytearray) -> bool:
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = re.search(rb"(?im)^content-length:[ \t]*(\d+)", data[:head_end])
+    return length is not None and len(data) >= head_end + 4 + int(length.group(1))
 
 
 def through_tunnel(
@@ -57,6 +75,7 @@ def through_tunnel(
     tls_ca: Path | None = None,
     alpn: Sequence[str] = (),
     pause: float = PAUSE,
+    first_answer: bool = False,
 ) -> bytes:
     """CONNECT host:port, optionally TLS trusting ``tls_ca`` (ALPN ``alpn``), then the parts."""
     raw = open_tunnel(proxy_port, host, port)
@@ -64,15 +83,17 @@ def through_tunnel(
     try:
         if tls_ca is not None:
             sock = client_context(tls_ca, alpn=alpn).wrap_socket(raw, server_hostname=host)
-        return send_parts(sock, parts, pause)
+        return send_parts(sock, parts, pause, first_answer=first_answer)
     finally:
         sock.close()
 
 
-def to_proxy(proxy_port: int, parts: Sequence[bytes], pause: float = PAUSE) -> bytes:
+def to_proxy(
+    proxy_port: int, parts: Sequence[bytes], pause: float = PAUSE, *, first_answer: bool = False
+) -> bytes:
     """The parts sent to the proxy itself (absolute-form requests), and its answer."""
     with socket.create_connection((LISTEN_HOST, proxy_port), timeout=10) as sock:
-        return send_parts(sock, parts, pause)
+        return send_parts(sock, parts, pause, first_answer=first_answer)
 
 
 def split_at(data: bytes, *offsets: int) -> list[bytes]:
