@@ -333,3 +333,17 @@ def test_name_space_colon_with_header_validation_off(
     answer = through_tunnel(proxy.port, CHIME_IP, plain_recorder.port, [data])
     assert status_codes(answer) == [400], answer
     assert_every_request_exact(plain_recorder)
+
+
+def test_a_streamed_request_is_ended_not_forwarded(
+    proxy_launcher: ProxyLauncher, tmp_path: Path, plain_recorder: RecordingServer
+) -> None:
+    """With stream_large_bodies, mitmproxy sends bodies on as they come: the request is killed."""
+    proxy = _start(proxy_launcher, tmp_path, "--set", "stream_large_bodies=1")
+    head = attack_request(plain_recorder.authority, ATTACKS["bare-cr"] + b"Content-Length: 10\r\n")
+    data = head.replace(b"GET ", b"POST ", 1) + b"0123456789"
+    answer = through_tunnel(proxy.port, CHIME_IP, plain_recorder.port, split_at(data, len(head)))
+    assert 200 not in status_codes(answer), answer
+    assert not any(a.raw for a in plain_recorder.arrivals()), plain_recorder.arrivals()
+    proxy.wait_for_log("rejecting request from")
+    assert "Traceback" not in proxy.output(), proxy.describe()

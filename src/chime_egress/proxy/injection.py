@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from weakref import WeakKeyDictionary
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from ..policy.client_policy import ClientPolicy
 from ..policy.diagnostics import refusal_hint
@@ -94,7 +94,11 @@ class Injector:
         if outcome:
             return
         request = flow.request
-        request.stream = False  # a response cannot be set on a request being streamed
+        if request.stream or ctx.options.stream_large_bodies:
+            # mitmproxy streams large bodies upstream as they come (stream_large_bodies), and a
+            # request it may stream cannot be answered here: end it instead, before it leaves.
+            flow.kill()
+            return
         headers = {"Content-Type": "text/plain"}
         if not (request.is_http2 or request.is_http3):
             headers["Connection"] = "close"  # nothing pipelined after it is read either
