@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CHIME_IP, OTHER_IP
+from tests.support.asserts import assert_chime_headers
 from tests.support.config import App, write_config
 from tests.support.proxy import REPO_ROOT, MitmdumpProcess, ProxyLauncher
 from tests.support.recorder import RecordingServer
+from tests.support.servers import EchoServer
 from tests.support.smuggle import (
     assert_every_request_exact,
     status_codes,
@@ -123,3 +125,19 @@ def test_each_absolute_form_request_on_one_connection_is_judged_alone(
     answer = to_proxy(proxy.port, [first, second], pause=0.3)
     assert status_codes(answer) == [200, 200], answer
     assert_every_request_exact(chime, at_least=1)
+
+
+def test_https_absolute_form_is_pinned_and_keeps_its_server_name(
+    proxy_launcher: ProxyLauncher, tmp_path: Path, test_ca: TestCA
+) -> None:
+    """`GET https://name/` through the proxy: sent to the address judged, verified by the name."""
+    cert = test_ca.issue(["localhost"], stem="localhost-only")  # no IP in it: SNI must be the name
+    with EchoServer("127.0.0.1", mode="tls", cert=cert, name="localhost-only") as server:
+        config = write_config(tmp_path, APPS, cidrs=["127.0.0.1/32"])
+        proxy = proxy_launcher.start(config)
+        authority = f"localhost:{server.port}"
+        answer = to_proxy(
+            proxy.port, [request(f"https://{authority}/absolute", authority)], first_answer=True
+        )
+        assert status_codes(answer) == [200], answer
+        assert_chime_headers(server.last_request().headers, "AppKey1", "AppKey1:orgId")
