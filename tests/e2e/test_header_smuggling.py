@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import CHIME_IP
 from tests.support.config import App, write_config
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher
-from tests.support.recorder import RecordingServer, chime_problems, read_http1
+from tests.support.recorder import RecordingServer, chime_problems, read_http1, recording
 from tests.support.smuggle import (
     APP_KEYS,
     TENANTS,
@@ -56,22 +56,17 @@ def attack_request(authority: str, lines: bytes, *, absolute: str = "", version:
 
 @pytest.fixture(scope="module")
 def plain_recorder() -> Iterator[RecordingServer]:
-    with RecordingServer(CHIME_IP, name="smuggle-plain") as server:
-        yield server
+    yield from recording(None, name="smuggle-plain")
 
 
 @pytest.fixture(scope="module")
 def h1_tls_recorder(test_ca: TestCA) -> Iterator[RecordingServer]:
-    cert = test_ca.issue([CHIME_IP], stem="smuggle-h1")
-    with RecordingServer(CHIME_IP, cert=cert, alpn=("http/1.1",), name="smuggle-h1") as server:
-        yield server
+    yield from recording(test_ca, name="smuggle-h1")
 
 
 @pytest.fixture(scope="module")
 def h2_tls_recorder(test_ca: TestCA) -> Iterator[RecordingServer]:
-    cert = test_ca.issue([CHIME_IP], stem="smuggle-h2")
-    with RecordingServer(CHIME_IP, cert=cert, alpn=("h2", "http/1.1"), name="smuggle-h2") as server:
-        yield server
+    yield from recording(test_ca, ("h2", "http/1.1"), name="smuggle-h2")
 
 
 @pytest.fixture(autouse=True)
@@ -214,6 +209,18 @@ def _h2_request(authority: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes
     ]
 
 
+def _h2_post_with_trailers(
+    proxy: MitmdumpProcess,
+    recorder: RecordingServer,
+    trailers: list[tuple[bytes, bytes]],
+    *extra: tuple[bytes, bytes],
+) -> int | None:
+    fields = _h2_request(recorder.authority, *extra)
+    return h2_exchange(
+        proxy.port, CHIME_IP, recorder.port, proxy.ca_cert, fields, body=b"hello", trailers=trailers
+    )
+
+
 @pytest.mark.parametrize(
     "trailers",
     [
@@ -227,15 +234,7 @@ def _h2_request(authority: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes
 def test_http2_request_trailers_naming_chime_headers_are_refused(
     proxy: MitmdumpProcess, h2_tls_recorder: RecordingServer, trailers: list[tuple[bytes, bytes]]
 ) -> None:
-    status = h2_exchange(
-        proxy.port,
-        CHIME_IP,
-        h2_tls_recorder.port,
-        proxy.ca_cert,
-        _h2_request(h2_tls_recorder.authority),
-        body=b"hello",
-        trailers=trailers,
-    )
+    status = _h2_post_with_trailers(proxy, h2_tls_recorder, trailers)
     # 400 from the addon; h2 4.2+ (mitmproxy 12) itself resets a stream with CR/LF in a field.
     assert status == 400 or (status is None and b"\n" in trailers[0][1]), status
     assert_every_request_exact(h2_tls_recorder)
@@ -244,14 +243,8 @@ def test_http2_request_trailers_naming_chime_headers_are_refused(
 def test_http2_ordinary_trailers_still_pass(
     proxy: MitmdumpProcess, h2_tls_recorder: RecordingServer
 ) -> None:
-    status = h2_exchange(
-        proxy.port,
-        CHIME_IP,
-        h2_tls_recorder.port,
-        proxy.ca_cert,
-        _h2_request(h2_tls_recorder.authority, (b"x-amzn-chime-app-keys", b"mine")),
-        body=b"hello",
-        trailers=[(b"x-checksum", b"abc")],
+    status = _h2_post_with_trailers(
+        proxy, h2_tls_recorder, [(b"x-checksum", b"abc")], (b"x-amzn-chime-app-keys", b"mine")
     )
     assert status == 200
     parsed = assert_every_request_exact(h2_tls_recorder, at_least=1)

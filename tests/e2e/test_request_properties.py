@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.conftest import CHIME_IP
 from tests.support.config import App, write_config
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher
-from tests.support.recorder import RecordingServer
+from tests.support.recorder import RecordingServer, recording
 from tests.support.smuggle import (
     assert_every_request_exact,
     h2_exchange,
@@ -117,15 +117,12 @@ def lazy_proxy(
 
 @pytest.fixture(scope="module")
 def plain_recorder() -> Iterator[RecordingServer]:
-    with RecordingServer(CHIME_IP, name="property-plain") as server:
-        yield server
+    yield from recording(None, name="property-plain")
 
 
 @pytest.fixture(scope="module")
 def h1_tls_recorder(test_ca: TestCA) -> Iterator[RecordingServer]:
-    cert = test_ca.issue([CHIME_IP], stem="property-h1")
-    with RecordingServer(CHIME_IP, cert=cert, alpn=("http/1.1",), name="property-h1") as server:
-        yield server
+    yield from recording(test_ca, name="property-h1")
 
 
 @PROPERTY

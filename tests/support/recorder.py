@@ -25,12 +25,10 @@ import json
 import re
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h2.config  # type: ignore[import-untyped, unused-ignore]
-import h2.connection  # type: ignore[import-untyped, unused-ignore]
 import h2.events  # type: ignore[import-untyped, unused-ignore]
 import h2.exceptions  # type: ignore[import-untyped, unused-ignore]
 import h11
@@ -38,10 +36,11 @@ import h11
 from .config import APP_KEYS_HEADER, TENANTS_HEADER
 from .lifecycle import Service
 from .proxy import clean_env
-from .servers import format_authority
-from .tls import ServerCert
+from .servers import format_authority, h2_server_connection
+from .tls import ServerCert, TestCA
 
 LLHTTP_JUDGE = Path(__file__).with_name("llhttp_judge.js")
+CHIME_TEST_ADDRESS = "127.0.0.2"  # made a Chime address by the tests' allowlists
 Fields = tuple[tuple[str, str], ...]
 CHIME_NAMES = (APP_KEYS_HEADER.lower(), TENANTS_HEADER.lower())
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -202,14 +201,7 @@ class RecordingServer(Service):
     async def _serve_h2(
         self, arrival: Arrival, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-        )
-        conn = h2.connection.H2Connection(config=config)
-        conn.initiate_connection()
+        conn = h2_server_connection()
         writer.write(conn.data_to_send())
         while data := await reader.read(65536):
             for event in conn.receive_data(data):
@@ -231,6 +223,15 @@ class RecordingServer(Service):
                     )
             writer.write(conn.data_to_send())
             await writer.drain()
+
+
+def recording(
+    test_ca: TestCA | None, alpn: Sequence[str] = ("http/1.1",), name: str = "recorder"
+) -> Iterator[RecordingServer]:
+    """A recorder on the Chime test address, TLS with a certificate of `test_ca` if given."""
+    cert = test_ca.issue([CHIME_TEST_ADDRESS], stem=name) if test_ca is not None else None
+    with RecordingServer(CHIME_TEST_ADDRESS, cert=cert, alpn=alpn, name=name) as server:
+        yield server
 
 
 def _answer(conn: h11.Connection) -> bytes:
