@@ -10,8 +10,9 @@ The address is then checked against `policy.local`: the proxy's own listeners, a
 link-local and unspecified addresses unless `chime_local_destinations` allows them. A refused
 connection is never opened (mitmproxy answers the client 502 with the reason).
 
-A parent proxy (upstream mode) resolves names itself: neither applies to the connections made
-through it, whose final address the proxy cannot know.
+A parent proxy (upstream mode) resolves names and connects itself: neither applies to the
+destinations reached through it, whose final address the proxy cannot know; nor to the parent
+proxy itself, or a reverse proxy's target, which the operator named in `--mode`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Connector:
         server = data.server
         if server.error or server.address is None or server.via is not None:
             return
+        if getattr(data.client.proxy_mode, "address", None) == server.address:
+            return  # the parent proxy or the reverse proxy's target: the operator's choice
         host, port = str(server.address[0]), int(server.address[1])
         address = parse_address(host)
         if address is None:
