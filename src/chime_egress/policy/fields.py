@@ -24,7 +24,8 @@ These rules are pure functions of the request's bytes, called from the proxy's i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 from .headers import CHIME_HEADER_NAMES
 
@@ -41,6 +42,10 @@ _CHIME_NAMES = frozenset(name.lower().encode() for name in CHIME_HEADER_NAMES)
 # Spellings that servers mapping `-` to `_` (CGI, WSGI, PHP, Rack) read as a Chime header.
 _CHIME_ALIASES = frozenset(name.replace(b"-", b"_") for name in _CHIME_NAMES)
 _CONNECTION_HEADERS = frozenset({b"connection", b"proxy-connection"})
+_names, _values = itemgetter(0), itemgetter(1)
+# For the fast scan: deleting every allowed byte leaves only what is not allowed.
+_TCHARS = bytes(b for b in range(256) if _TOKEN.fullmatch(bytes([b])))
+_VALUE_BYTES = bytes(b for b in range(256) if not _VALUE_CONTROL.match(bytes([b])))
 
 
 def _shown(data: bytes) -> str:
@@ -84,10 +89,34 @@ def request_problem(
         return f"request target {_shown(target)!r} has a space or a control character"
     if _TARGET_CONTROL.search(authority) is not None:
         return f"authority {_shown(authority)!r} has a space or a control character"
+    fields = tuple(fields)
+    if _looks_clean(fields):
+        return None
     for name, value in fields:
         if (problem := field_problem(name, value)) is not None:
             return problem
     return None
+
+
+def _looks_clean(fields: Sequence[Field]) -> bool:
+    """True if no field can have a problem: a few scans of the joined names and values.
+
+    Every request pays this (a few microseconds for a browser's twenty headers); only a request
+    that mentions a Chime name or breaks a rule is checked field by field, to say which.
+    """
+    names = b":".join(map(_names, fields))
+    # Joined by ':' (not a tchar): all tokens, none empty, iff only the separators are left.
+    if names.translate(None, _TCHARS) != b":" * (len(fields) - 1) or b"::" in names:
+        return False
+    if fields and (names[:1] == b":" or names[-1:] == b":"):
+        return False
+    values = b"\t".join(map(_values, fields))
+    if values.translate(None, _VALUE_BYTES):
+        return False
+    # A Chime name spelled with `_`, or named by a Connection option, mentions "amzn".
+    if b"_" in names and b"amzn" in names.lower():
+        return False
+    return b"amzn" not in values.lower()
 
 
 def trailer_problem(fields: Iterable[Field]) -> str | None:
