@@ -199,6 +199,23 @@ def test_http1_trailers_are_refused_cleanly(
     assert "Traceback" not in log and "crashed" not in log, log
 
 
+def test_http1_trailers_in_absolute_form_are_refused_cleanly(
+    proxy: MitmdumpProcess, plain_recorder: RecordingServer
+) -> None:
+    """Plain HTTP through the proxy (no CONNECT) is read by the proxy's own HTTP layer."""
+    mark = proxy.mark()
+    authority = plain_recorder.authority.encode()
+    data = (
+        b"POST http://" + authority + b"/trailers HTTP/1.1\r\nHost: " + authority + b"\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Amzn-Chime-App-Keys: evil\r\n\r\n"
+    )
+    to_proxy(proxy.port, [data])
+    assert not any(a.raw for a in plain_recorder.arrivals()), plain_recorder.arrivals()
+    proxy.wait_for_log("trailers are refused", since=mark)
+    log = proxy.output()[mark:]
+    assert "Traceback" not in log and "crashed" not in log, log
+
+
 def _h2_request(authority: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
     return [
         (b":method", b"POST"),

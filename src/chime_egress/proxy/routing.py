@@ -23,7 +23,7 @@ from weakref import WeakKeyDictionary, WeakSet
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import layer
+from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
@@ -32,7 +32,7 @@ from ..policy.compiled import Policy
 from ..policy.media import media_reason
 from ..policy.ranges import Prefix, is_chime_name, parse_address
 from .current import CurrentPolicy
-from .http_only import require_http
+from .http_only import refuse_http1_trailers, require_http
 from .jsonlog import fields
 from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, Metrics
 from .observing import Observer, raw_relay
@@ -89,7 +89,12 @@ class Router:
         context = nextlayer.context
         server = context.server
         if server.address is None:
-            return  # no destination yet: the client's own connection to the proxy
+            # No destination yet: the client's own connection to the proxy. Its absolute-form
+            # requests are read by an HTTP layer too: have it refuse HTTP/1.1 trailers cleanly.
+            self._ask_mitmproxy(nextlayer)
+            if isinstance(nextlayer.layer, layers.HttpLayer):
+                refuse_http1_trailers(nextlayer.layer)
+            return
         if server in self._decided:
             # Decided already for this connection: this is the layer inside its TLS tunnel.
             if server in self._intercepted:
@@ -116,13 +121,17 @@ class Router:
             self._intercepted.add(server)
             self._require_http(nextlayer)
 
-    def _require_http(self, nextlayer: layer.NextLayer) -> None:
+    @staticmethod
+    def _ask_mitmproxy(nextlayer: layer.NextLayer) -> None:
+        """Scripts run before mitmproxy's own NextLayer addon: let it choose (TLS, the HTTP
+        version, QUIC...) through its hook, so that its choice can be checked here."""
         if nextlayer.layer is None:
-            # Scripts run before mitmproxy's own NextLayer addon: let it choose first (TLS, the
-            # HTTP version, QUIC...), through its hook, so its choice can be checked here.
             builtin = ctx.master.addons.get("nextlayer")
             if builtin is not None:
                 builtin.next_layer(nextlayer)
+
+    def _require_http(self, nextlayer: layer.NextLayer) -> None:
+        self._ask_mitmproxy(nextlayer)
         if require_http(nextlayer):
             logger.info(
                 f"chime: {client_peer(nextlayer.context.client)} -> "
