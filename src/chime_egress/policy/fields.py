@@ -101,8 +101,8 @@ def request_problem(
 def _looks_clean(fields: Sequence[Field]) -> bool:
     """True if no field can have a problem: a few scans of the joined names and values.
 
-    Every request pays this (a few microseconds for a browser's twenty headers); only a request
-    that mentions a Chime name or breaks a rule is checked field by field, to say which.
+    Every request pays this (BENCHMARKS.md, issue 12); only a request that mentions a Chime
+    name or breaks a rule is checked field by field, to say which.
     """
     names = b":".join(map(_names, fields))
     # Joined by ':' (not a tchar): all tokens, none empty, iff only the separators are left.
