@@ -333,6 +333,9 @@ def configurations(allowlist: Path, no_hooks_script: Path) -> list[Config]:
         str(REPO / "addon" / "chime_headers.py"),
         "--set",
         f"chime_allowlist={allowlist}",
+        # The bench's servers are on loopback, which the addon refuses unless allowed.
+        "--set",
+        f"chime_local_destinations={CHIME_HOST}/32,{OTHER_HOST}/32",
     )
     modify: tuple[str, ...] = ()
     for spec in MODIFY_HEADERS:

@@ -292,6 +292,23 @@ def test_deployment_service_configmap_agree() -> None:
         assert needed in (KUBERNETES / "deployment.yaml").read_text()
 
 
+def test_network_policy_opens_the_proxy_port_and_only_prometheus_reaches_metrics() -> None:
+    objects = kubernetes_objects()
+    policy, deployment = objects["NetworkPolicy"], objects["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert set(ports) == {"proxy", "metrics"}
+    rules = {port["port"]: rule for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert set(rules) == set(ports)  # every port the pod listens on is named by one rule
+    assert "from" not in rules["proxy"]  # every client may use the proxy
+    [source] = rules["metrics"]["from"]
+    assert source["podSelector"]["matchLabels"]  # Prometheus pods only, never "anyone"
+    assert source["namespaceSelector"]["matchLabels"]
+
+
 def test_configmap_is_a_valid_configuration(tmp_path: Path) -> None:
     data = kubernetes_objects()["ConfigMap"]["data"]
     assert data["chime-ip-ranges.json"] == (ROOT / "config" / "chime-ip-ranges.json").read_text()

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.proxy import ADDON_SCRIPT, MITMDUMP, clean_env
+from tests.support.proxy import ADDON_SCRIPT, MITMDUMP, TEST_LOCAL_DESTINATIONS, clean_env
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
 
@@ -107,6 +107,8 @@ def main(workdir: Path) -> dict[str, object]:
                 f"confdir={confdir}",
                 "--set",
                 f"chime_allowlist={config / 'allowlist.yaml'}",
+                "--set",
+                f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}",
                 "--set",
                 f"ssl_verify_upstream_trusted_ca={ca.cert_path}",
             ],

@@ -11,8 +11,8 @@ with only its container paths swapped for local ones:
   8080                             -> a free loopback port
 
 plus what keeps the test on loopback and lets the proxy trust the test servers' CA
-(`--listen-host 127.0.0.1`, `ssl_verify_upstream_trusted_ca`). The health check command is taken
-from the compose file too and run against that proxy.
+(`--listen-host 127.0.0.1`, `chime_local_destinations`, `ssl_verify_upstream_trusted_ca`). The
+health check command is taken from the compose file too and run against that proxy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import yaml
 from chime_egress.policy.compiled import load_policy
 from tests.support.asserts import assert_chime_headers, assert_no_chime_headers_added
 from tests.support.clients import curl
-from tests.support.proxy import MitmdumpProcess, clean_env
+from tests.support.proxy import TEST_LOCAL_DESTINATIONS, MitmdumpProcess, clean_env
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
 
@@ -115,6 +115,8 @@ def compose_proxy(
     command += [
         "--listen-host",
         "127.0.0.1",
+        "--set",
+        f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}",
         "--set",
         f"ssl_verify_upstream_trusted_ca={test_ca.cert_path}",
     ]

@@ -28,6 +28,7 @@ from tests.support.proxy import (
     ADDON_SCRIPT,
     LAUNCHER,
     REPO_ROOT,
+    TEST_LOCAL_DESTINATIONS,
     MitmdumpProcess,
     ProxyLauncher,
     assert_clean_start_up_failure,
@@ -387,6 +388,8 @@ def test_launcher_runs_from_the_installed_package_alone(
         f"ssl_verify_upstream_trusted_ca={test_ca.cert_path}",  # type: ignore[attr-defined]
         "--set",
         f"chime_allowlist={allowlist}",
+        "--set",
+        f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}",
     ]
     env_before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(site)

@@ -144,6 +144,13 @@ CASES: dict[str, Case] = {
     ),
     "bad-cidr-text": Case(yaml_with({10: "  cidrs: [chime.aws]"}), (at(A, 10),), "cidr"),
     "bad-ipv6-cidr": Case(yaml_with({10: "  cidrs: ['::1/129']"}), (at(A, 10),), "cidr"),
+    # Destinations are matched in IPv4 form: a mapped range would silently pass Chime through.
+    "ipv4-mapped-cidr": Case(
+        yaml_with({10: "  cidrs: ['::ffff:127.0.0.2/128']"}),
+        (at(A, 10),),
+        "cidr",
+        also=(r"write it as IPv4 \(127\.0\.0\.2/32\)",),
+    ),
     "missing-ranges-file": Case(
         yaml_with({7: "  ip_ranges: no-such-ranges.json"}), (at(A, 7),), "ip_ranges"
     ),

@@ -296,3 +296,30 @@ def test_parent_address_in_range_does_not_make_everything_chime(
         assert result.status == 200, result
         assert_no_chime_headers_added(result.headers(), context=result)
     assert proxy.log_lines(r"chime: intercepting") == []
+
+
+def test_a_parent_proxy_on_loopback_is_not_a_refused_destination(
+    proxy_launcher: ProxyLauncher,
+    parent: ParentProxy,
+    chime_server: EchoServer,
+    tmp_path: Path,
+) -> None:
+    """Loopback is refused by default, but the parent named in --mode is the operator's choice."""
+    allowlist = write_config(tmp_path, [App("AppKey1", ["orgId"]), App("AppKey2")])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(support_proxy, "_LISTENING", ANY_MODE_LISTENING)
+        chained = proxy_launcher.start(
+            allowlist,
+            extra_args=[
+                "--mode",
+                f"upstream:http://127.0.0.1:{parent.port}",
+                "--set",
+                "chime_local_destinations=",
+            ],
+            label="upstream mode, loopback refused",
+        )
+    result = curl(
+        chime_server.url("/parent-on-loopback"), proxy_port=chained.port, cacert=chained.ca_cert
+    )
+    assert result.status == 200, result
+    assert_chime_headers(result.headers(), APP_KEYS, TENANTS, context=result)

@@ -35,6 +35,9 @@ LAUNCHER = "launcher"
 """Pass as ``script=LAUNCHER`` to run ``chime-egress run`` instead of ``mitmdump -s SCRIPT``."""
 
 LISTEN_HOST = "127.0.0.1"
+# The test servers live on loopback, which the addon refuses by default: allow them (the tests
+# of that refusal set the option back to empty). The proxy's own ports stay refused regardless.
+TEST_LOCAL_DESTINATIONS = "127.0.0.0/8,::1"
 # "HTTP(S) proxy listening at ...", or in reverse mode "Reverse proxy to URL listening at ...".
 _LISTENING = re.compile(r"proxy (?:to \S+ )?listening at (?:\[?[0-9a-fA-F.:]+\]?):(\d+)")
 _STARTUP_FAILED = "Error logged during startup"
@@ -95,6 +98,12 @@ def build_command(
         cmd += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if allowlist is not None:
         cmd += ["--set", f"chime_allowlist={allowlist}"]
+    # Only when the test does not set it: two values for a script's option make mitmproxy drop
+    # the whole script, silently (the trap of mitmproxy issue 8013).
+    if script == ADDON_SCRIPT and not any(
+        arg.startswith("chime_local_destinations=") for arg in extra_args
+    ):
+        cmd += ["--set", f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}"]
     cmd += list(extra_args)
     return cmd
 

@@ -61,6 +61,19 @@ def format_authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def h2_server_connection() -> h2.connection.H2Connection:
+    """A server-side HTTP/2 connection that takes fields exactly as they arrive, preface queued."""
+    config = h2.config.H2Configuration(
+        client_side=False,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    return conn
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` where nothing listens (bound once, then released)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -513,14 +526,7 @@ class EchoServer(Service):
     async def _serve_h2(
         self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-        )
-        conn = h2.connection.H2Connection(config=config)
-        conn.initiate_connection()
+        conn = h2_server_connection()
         writer.write(conn.data_to_send())
         await writer.drain()
         heads: dict[int, list[tuple[bytes, bytes]]] = {}

@@ -183,6 +183,14 @@ BAD_FILES = [
         "did you mean 10.0.0.0/8",
     ),
     (
+        # Destinations are matched in IPv4 form, so this range would silently match nothing.
+        "cidr-ipv4-mapped",
+        "apps: [{app_key: K}]\ndestinations:\n  cidrs: ['::ffff:127.0.0.2/128']\n",
+        3,
+        "destinations.cidrs[0]",
+        "IPv4-mapped IPv6 range; write it as IPv4 (127.0.0.2/32)",
+    ),
+    (
         "unknown-destination-key",
         "apps: [{app_key: K}]\ndestinations:\n  cidrs: [10.0.0.0/8]\n  service: [X]\n",
         4,

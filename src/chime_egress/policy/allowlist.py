@@ -371,7 +371,9 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
             reader.text_list(fields["cidrs"][1], "destinations.cidrs") or ()
         ):
             network = _parse_cidr(reader, item_node, f"destinations.cidrs[{index}]", text)
-            if network is not None:
+            if network is not None and _not_ipv4_mapped(
+                reader, item_node, f"destinations.cidrs[{index}]", text, network
+            ):
                 cidrs.append(network)
     media_hosts = DEFAULT_MEDIA_HOSTS
     if "media_hosts" in fields:
@@ -396,6 +398,28 @@ def _parse_cidr(reader: _Reader, node: yaml.Node, field: str, text: str) -> IPNe
             hint = f"; did you mean {ipaddress.ip_network(text, strict=False)}?"
         reader.problem(node, field, f"{text!r} is not a CIDR: {error}{hint}")
         return None
+
+
+def _not_ipv4_mapped(
+    reader: _Reader, node: yaml.Node, field: str, text: str, network: IPNetwork
+) -> bool:
+    """False (and a problem reported) for an IPv4-mapped IPv6 range, which can never match.
+
+    Addresses are matched in their IPv4 form even when they arrive IPv4-mapped (a client on a
+    dual-stack socket, a destination written ::ffff:a.b.c.d), so a mapped range would silently
+    match nobody: a destination would pass through without the headers.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and (
+        mapped := network.network_address.ipv4_mapped
+    ):
+        reader.problem(
+            node,
+            field,
+            f"{text!r} is an IPv4-mapped IPv6 range; write it as IPv4 "
+            f"({mapped}/{max(network.prefixlen - 96, 0)})",
+        )
+        return False
+    return True
 
 
 def _check_header_size(
@@ -518,19 +542,7 @@ def _network_clients(
     for position, (item_node, text) in enumerate(items or ()):
         item_field = f"{field}.clients[{position}]"
         network = _parse_cidr(reader, item_node, item_field, text)
-        if network is None:
-            continue
-        if isinstance(network, ipaddress.IPv6Network) and (
-            mapped := network.network_address.ipv4_mapped
-        ):
-            # Clients are matched by their IPv4 address even when they reach the proxy over
-            # an IPv6 socket, so an IPv4-mapped range would silently match nobody.
-            reader.problem(
-                item_node,
-                item_field,
-                f"{text!r} is an IPv4-mapped IPv6 range; write it as IPv4 "
-                f"({mapped}/{max(network.prefixlen - 96, 0)})",
-            )
+        if network is None or not _not_ipv4_mapped(reader, item_node, item_field, text, network):
             continue
         _report_overlaps(reader, item_node, item_field, network, index, seen)
         seen.append((network, item_field, _line(item_node), index))

@@ -2,6 +2,8 @@
 
 - `routing.Router` decides once per connection whether it is Chime-bound and what mitmproxy does
   with it (intercept, relay raw, relay as media, observe);
+- `connecting.Connector` pins each connection to the address judged, and refuses the proxy's
+  own host;
 - `injection.Injector` gives every Chime-bound request exactly the configured headers;
 - `observing.Observer` relays and records the connections of clients in observe mode;
 - `reloading.ReloadWatcher` loads edits to the allowlist and ranges files.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from mitmproxy import command, connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import layer
+from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.tls import TlsData
 from OpenSSL import SSL
 from OpenSSL._util import lib as _openssl
@@ -28,7 +30,9 @@ from OpenSSL._util import lib as _openssl
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from ..policy.diff import diff_policies, summary
+from ..policy.local import LocalDestinations, parse_local_destinations
 from ..private_files import others_may_read
+from .connecting import Connector
 from .current import CurrentPolicy
 from .drain import Drain, parse_drain_seconds
 from .endpoint import (
@@ -72,6 +76,7 @@ class ChimeHeaders:
         self.observer = Observer(self.current, self.metrics)
         self.router = Router(self.current, self.metrics, self.observer)
         self.injector = Injector(self.router, self.metrics)
+        self.connector = Connector(self.router, self.metrics, self._listeners)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
         self.drain = Drain()
         self.endpoint = ProxyEndpoint(self.current, lambda: self.drain.draining)
@@ -118,6 +123,12 @@ class ChimeHeaders:
             self._configure_metrics(ctx.options.chime_metrics)
         if "confdir" in updated:
             self.endpoint.confdir = Path(ctx.options.confdir).expanduser()
+        if "chime_local_destinations" in updated:
+            try:
+                allowed = parse_local_destinations(ctx.options.chime_local_destinations)
+            except ValueError as error:
+                raise exceptions.OptionsError(str(error)) from None
+            self.connector.local = LocalDestinations(allowed)
         if "chime_allowlist" in updated or not self.current.loaded:
             path = Path(allowlist).expanduser()
             try:
@@ -176,6 +187,16 @@ class ChimeHeaders:
         ready = lambda: encoded(health_answer(self.current, self.drain.draining))  # noqa: E731
         return {READY_PATH: ready, LIVE_PATH: lambda: encoded(live_answer())}
 
+    def _listeners(self) -> list[tuple[str, int]]:
+        """Where this proxy listens: mitmproxy's proxy servers and the metrics endpoint."""
+        found: list[tuple[str, int]] = []
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is not None:
+            found.extend((str(host), int(port)) for host, port, *_ in proxyserver.listen_addrs())
+        if self.metrics_server is not None:
+            found.append((self.metrics_server.address[0], self.metrics_server.port))
+        return found
+
     def _publish(self, policy: Policy, message: str, changes: str | None = None) -> None:
         """Put `policy` in force and log `message` with `changes`, what it changed (worked out
         here when not given: an allowlist option set while running)."""
@@ -228,6 +249,9 @@ class ChimeHeaders:
 
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
         await self.router.next_layer(nextlayer)
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        await self.connector.server_connect(data)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.observer.client_disconnected(client)

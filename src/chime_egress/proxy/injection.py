@@ -2,8 +2,11 @@
 
 Client copies of both headers are removed (every copy, any letter case) and the policy's values
 added, with lowercase names on HTTP/2. A request whose destination or policy cannot be decided is
-answered 502 here and never leaves. Chime's 403 answers to injected requests are reported with
-what was sent and the documented rules that could have refused it.
+answered 502 here and never leaves. A request that a server behind the proxy could read as other
+headers than the proxy did (`chime_egress.policy.fields`: a bare CR, an obs-fold line, a
+Connection option naming a Chime header, a trailer named like one...) is answered 400 and never
+leaves either. Chime's 403 answers to injected requests are reported with what was sent and the
+documented rules that could have refused it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import logging
 from weakref import WeakKeyDictionary
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from ..policy.client_policy import ClientPolicy
 from ..policy.diagnostics import refusal_hint
+from ..policy.fields import request_problem, trailer_problem
 from ..policy.headers import APP_KEYS_HEADER, CHIME_HEADER_NAMES, TENANTS_HEADER
 from ..untrusted import printable
 from .jsonlog import fields
@@ -35,15 +39,21 @@ class Injector:
         self.metrics = metrics
         # The policy whose headers each injected request carries, for the 403 diagnostics.
         self._injected: WeakKeyDictionary[http.HTTPFlow, ClientPolicy] = WeakKeyDictionary()
+        # Each injected request's header fields as checked and sent (mitmproxy replaces the
+        # tuple on any change): the request hook re-checks only what another addon touched.
+        self._checked: WeakKeyDictionary[http.HTTPFlow, object] = WeakKeyDictionary()
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
             verdict = self.router.verdict_for(flow.server_conn)
             client_policy = self.router.client_policy(flow.client_conn)
             if verdict is None:
-                # Not seen at the connection level: absolute-form plain HTTP, or a mode where
-                # mitmproxy connects after the request arrives.
-                verdict = await self.router.judge(flow.server_conn, flow.request.host)
+                # Not decided at the connection level: absolute-form HTTP through the proxy
+                # (judged per request), or a connection whose routing could not judge it.
+                if flow.server_conn.address is None:
+                    verdict = await self.router.judge_request(flow)
+                else:
+                    verdict = await self.router.judge(flow.server_conn)
                 if verdict.is_chime:
                     self._log_request_decision(flow, verdict, client_policy)
             if verdict.is_chime:
@@ -55,6 +65,30 @@ class Injector:
                     self._inject(flow, client_policy)
         except Exception:
             self._refuse(flow, "cannot decide or add the Chime headers")
+
+    def _reject(self, flow: http.HTTPFlow, why: str, outcome: str = "") -> None:
+        """Answer 400 a request a server could read otherwise than the proxy did (or say so)."""
+        self.metrics.requests_rejected.inc()
+        client, host = client_peer(flow.client_conn), printable(flow.request.pretty_host)
+        logger.warning(
+            f"chime: rejecting request from {client} to {host}: {why}; "
+            + (outcome or "answered 400, never forwarded"),
+            extra=fields("request_rejected", client=client, host=host, reason=why),
+        )
+        if outcome:
+            return
+        request = flow.request
+        if request.stream or ctx.options.stream_large_bodies:
+            # mitmproxy streams large bodies upstream as they come (stream_large_bodies), and a
+            # request it may stream cannot be answered here: end it instead, before it leaves.
+            flow.kill()
+            return
+        headers = {"Content-Type": "text/plain"}
+        if not (request.is_http2 or request.is_http3):
+            headers["Connection"] = "close"  # nothing pipelined after it is read either
+        flow.response = http.Response.make(
+            400, f"chime-egress: request refused: {why}\n".encode(), headers
+        )
 
     def _refuse(self, flow: http.HTTPFlow, why: str) -> None:
         """Answer the request with 502 here, so it never leaves; called while handling an error."""
@@ -94,6 +128,11 @@ class Injector:
         )
 
     def _inject(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
+        data = flow.request.data
+        problem = request_problem(data.method, data.path, data.authority, data.headers.fields)
+        if problem is not None:
+            self._reject(flow, problem)
+            return
         headers = flow.request.headers
         stripped = 0
         for name in CHIME_HEADER_NAMES:
@@ -107,25 +146,48 @@ class Injector:
         # Saved flows (-w) must stay serializable: only text in metadata, the policy beside it.
         flow.metadata[INJECTED_NETWORK] = client_policy.name
         self._injected[flow] = client_policy
+        self._checked[flow] = flow.request.data.headers.fields
         self.metrics.child(self.metrics.requests_injected, client_policy.name).inc()
 
     def request(self, flow: http.HTTPFlow) -> None:
-        """The last word before the request leaves: the headers must still be exactly ours.
+        """The last word before the request leaves: exactly our headers, nothing to misread.
 
         The addon is the last in mitmproxy's chain (`resident.py`, `launcher.py`), so this runs
-        after every other addon's request hook, modify_headers and other scripts included.
+        after every other addon's request hook, modify_headers and other scripts included:
+        fields another addon changed are checked again, and our headers put back. Trailers
+        arrive after the headers were judged: any a server could misread are held back.
         """
         client_policy = self._injected.get(flow)
         if client_policy is None:
             return
         try:
-            headers = flow.request.headers
-            lines = _header_lines(flow, client_policy)
-            wanted = {name.lower(): [value] for name, value in lines}
-            if all(
-                headers.get_all(name) == wanted.get(name.lower(), []) for name in CHIME_HEADER_NAMES
-            ):
+            request = flow.request
+            if request.trailers and (problem := trailer_problem(request.trailers.fields)):
+                if request.stream:
+                    # The headers and the body have left already; only the trailers can stay.
+                    request.trailers = None
+                    self._reject(flow, problem, "its trailers were dropped")
+                else:
+                    self._reject(flow, problem)
                 return
+            if request.data.headers.fields is self._checked.get(flow):
+                return  # untouched since it was checked and given our headers (the usual case)
+            self._check_again(flow, client_policy)
+        except Exception:
+            self._refuse(flow, "cannot check the Chime headers before sending")
+
+    def _check_again(self, flow: http.HTTPFlow, client_policy: ClientPolicy) -> None:
+        data = flow.request.data
+        problem = request_problem(data.method, data.path, data.authority, data.headers.fields)
+        if problem is not None:
+            self._reject(flow, f"after another addon changed it: {problem}")
+            return
+        headers = flow.request.headers
+        lines = _header_lines(flow, client_policy)
+        wanted = {name.lower(): [value] for name, value in lines}
+        if any(
+            headers.get_all(name) != wanted.get(name.lower(), []) for name in CHIME_HEADER_NAMES
+        ):
             logger.warning(
                 f"chime: another addon changed the Chime headers of a request to "
                 f"{printable(flow.request.pretty_host)}; restoring the configured ones",
@@ -135,8 +197,7 @@ class Injector:
                 headers.pop(name, None)
             for name, value in lines:
                 headers[name] = value
-        except Exception:
-            self._refuse(flow, "cannot check the Chime headers before sending")
+        self._checked[flow] = flow.request.data.headers.fields
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None and flow.response.status_code == 403:

@@ -63,6 +63,18 @@ class Metrics:
             "requests_refused",
             "Requests answered 502 because the proxy could not apply its policy to them.",
         )
+        self.requests_rejected = self._counter(
+            "requests_rejected",
+            "Requests to Chime answered 400 and never forwarded: a server behind the proxy could "
+            "have read their headers differently (a bare CR, an obs-fold line, a control "
+            "character, a Connection option or a trailer naming a Chime header).",
+        )
+        self.destinations_refused = self._counter(
+            "destinations_refused",
+            "Connections and requests refused because they went to the proxy itself, or to a "
+            "loopback, link-local or unspecified address that chime_local_destinations does "
+            "not allow.",
+        )
         self.chime_403 = self._counter(
             "chime_403_responses",
             "403 responses from Chime to requests that carried the allowlist headers, by host "

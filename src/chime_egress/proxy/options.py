@@ -65,6 +65,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "standard output (with mitmdump -q), or a file to append to. Empty: off.",
     ),
     OptionSpec(
+        "chime_local_destinations",
+        "",
+        "Loopback, link-local or unspecified addresses that clients may reach through the proxy, "
+        "comma-separated (e.g. 127.0.0.2/32,::1); all others are refused, and so are the proxy's "
+        "own listeners whatever this says. Empty: none.",
+    ),
+    OptionSpec(
         "chime_drain_seconds",
         "20",
         "On SIGTERM or SIGINT: stop accepting at once, let open connections go on for up to this "

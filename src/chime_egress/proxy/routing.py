@@ -4,7 +4,13 @@ Only connections to a configured prefix are decrypted; every other connection is
 relay before mitmproxy parses any of it, and so is Chime media (`chime_egress.policy.media`), and
 so is all Chime traffic of clients whose network is in observe mode (`observing.py`). When the
 destination cannot be decided, mitmproxy's default (intercept) is left in place and every request
-is judged again, failing closed (`injection.py`).
+is judged again, failing closed (`injection.py`). An intercepted connection speaks HTTP through
+mitmproxy's parser or nothing, whatever mitmproxy would have chosen (`http_only.py`).
+
+The verdict is made on the address actually connected to: the peername once connected, or, when
+a host name is judged before connecting, the one address judged, to which the connection is then
+pinned (`pin`; `connecting.py` pins the others): a name whose answer changes between lookups
+cannot move a connection judged "not Chime" onto a Chime address.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import socket
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary, WeakSet
 
-from mitmproxy import connection, http
+from mitmproxy import connection, ctx, http
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import layer
+from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
@@ -27,6 +33,7 @@ from ..policy.media import media_reason
 from ..policy.ranges import Prefix, is_chime_name, parse_address
 from ..untrusted import printable
 from .current import CurrentPolicy
+from .http_only import refuse_http1_trailers, require_http
 from .jsonlog import fields
 from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, Metrics
 from .observing import Observer, raw_relay
@@ -40,7 +47,8 @@ class Verdict:
     """Whether a server connection goes to Chime, and the evidence."""
 
     prefix: Prefix | None
-    address: str | None  # the address that matched, or the ones that were judged
+    address: str | None  # the address that matched, or the one judged, or why none was
+    connect_to: str | None = None  # the address judged for a host name, where it must connect
 
     @property
     def is_chime(self) -> bool:
@@ -60,6 +68,10 @@ class Router:
         self.observer = observer
         self._verdicts: WeakKeyDictionary[connection.Server, Verdict] = WeakKeyDictionary()
         self._decided: WeakSet[connection.Server] = WeakSet()
+        self._intercepted: WeakSet[connection.Server] = WeakSet()
+        self._tls_names: WeakKeyDictionary[connection.Client, dict[tuple[str, int], str]] = (
+            WeakKeyDictionary()
+        )
         self._connect_alpn: WeakKeyDictionary[connection.Client, str] = WeakKeyDictionary()
 
     def client_policy(self, client: connection.Client) -> ClientPolicy:
@@ -77,9 +89,17 @@ class Router:
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
         server = context.server
-        if server.address is None or server in self._decided:
-            # No destination yet (the client's own connection to the proxy), or decided already
-            # for this connection (the layer inside an intercepted TLS tunnel).
+        if server.address is None:
+            # No destination yet: the client's own connection to the proxy. Its absolute-form
+            # requests are read by an HTTP layer too: have it refuse HTTP/1.1 trailers cleanly.
+            self._ask_mitmproxy(nextlayer)
+            if isinstance(nextlayer.layer, layers.HttpLayer):
+                refuse_http1_trailers(nextlayer.layer)
+            return
+        if server in self._decided:
+            # Decided already for this connection: this is the layer inside its TLS tunnel.
+            if server in self._intercepted:
+                self._require_http(nextlayer)
             return
         try:
             verdict = self._verdicts.get(server) or await self.judge(server)
@@ -99,20 +119,67 @@ class Router:
         client_policy = self.client_policy(context.client)
         outcome = self._route(nextlayer, verdict, client_policy, sni, why_media)
         self.metrics.child(self.metrics.connections, client_policy.name, outcome).inc()
+        if outcome == INTERCEPTED:
+            self._intercepted.add(server)
+            self._require_http(nextlayer)
 
-    async def judge(self, server: connection.Server, host: str | None = None) -> Verdict:
-        """Match the address actually connected to, else every address the host resolves to."""
+    @staticmethod
+    def _ask_mitmproxy(nextlayer: layer.NextLayer) -> None:
+        """Scripts run before mitmproxy's own NextLayer addon: let it choose (TLS, the HTTP
+        version, QUIC...) through its hook, so that its choice can be checked here."""
+        if nextlayer.layer is None:
+            builtin = ctx.master.addons.get("nextlayer")
+            if builtin is not None:
+                builtin.next_layer(nextlayer)
+
+    def _require_http(self, nextlayer: layer.NextLayer) -> None:
+        self._ask_mitmproxy(nextlayer)
+        if require_http(nextlayer):
+            logger.info(
+                f"chime: {client_peer(nextlayer.context.client)} -> "
+                f"{server_name(nextlayer.context.server)}: mitmproxy chose a raw relay for an "
+                "intercepted Chime connection; it is read as HTTP instead (or closed)"
+            )
+
+    async def judge(self, server: connection.Server) -> Verdict:
+        """Match the address actually connected to, else the one the connection will be pinned to.
+
+        Remembered for the connection: its requests are injected by this verdict.
+        """
         policy = self.current.policy
         if server.peername is not None and server.via is None:
             address = str(server.peername[0])
             verdict = Verdict(policy.table.lookup(address), address)
         else:
-            target_host, port = server.address if server.address else (host, 0)
-            if target_host is None:
-                raise ValueError("request has no destination host")
-            verdict = await _judge_host(policy, str(target_host), int(port or 443))
+            assert server.address is not None
+            host, port = server.address
+            verdict = await _judge_host(policy, str(host), int(port))
+            if verdict.connect_to is not None and server.via is None:
+                pin(server, verdict.connect_to, context_sni=None)
         self._verdicts[server] = verdict
         return verdict
+
+    async def judge_request(self, flow: http.HTTPFlow) -> Verdict:
+        """Judge a request that was not routed as a connection (absolute-form, no CONNECT).
+
+        Each such request is judged alone (one client connection may ask for many hosts) and,
+        unless a parent proxy resolves names, sent to exactly the address judged: only where
+        mitmproxy connects changes, not the Host header.
+        """
+        request = flow.request
+        verdict = await _judge_host(self.current.policy, request.host, request.port)
+        if verdict.connect_to is not None and flow.server_conn.via is None:
+            if request.scheme == "https":
+                # mitmproxy names the TLS server after the address it connects to: keep the name.
+                names = self._tls_names.setdefault(flow.client_conn, {})
+                names[(verdict.connect_to, request.port)] = request.host
+            request.data.host = verdict.connect_to
+        return verdict
+
+    def tls_name(self, client: connection.Client, address: tuple[str, int]) -> str | None:
+        """The host name of an https request that `judge_request` pinned to `address`."""
+        names = self._tls_names.get(client)
+        return names.get(address) if names is not None else None
 
     def _route(
         self,
@@ -212,20 +279,41 @@ class Router:
         return why, sni
 
 
+def pin(server: connection.Server, address: str, context_sni: str | None) -> None:
+    """Make mitmproxy connect to `address` instead of resolving the server's host name again.
+
+    The name stays the TLS server name, as mitmproxy would have sent it (the client's own SNI
+    first, `context_sni`, when it is known).
+    """
+    assert server.address is not None
+    host, port = server.address
+    if server.sni is None:
+        server.sni = context_sni or str(host)
+    server.address = (address, port)
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 async def _judge_host(policy: Policy, host: str, port: int) -> Verdict:
     if parse_address(host) is not None:
         return Verdict(policy.table.lookup(host), host)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await resolve(host, port)
     except socket.gaierror:
         # Behind a parent proxy only the parent may resolve external names. A Chime name we
         # cannot place is unsure and fails closed; any other name is not ours to break.
         if is_chime_name(host):
             raise
         return Verdict(None, f"{host} (not resolvable here)")
-    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise ValueError(f"{host} resolves to no address")
+    # A name with any Chime address is Chime, and connects there; else to the first address.
     for address in addresses:
         prefix = policy.table.lookup(address)
         if prefix is not None:
-            return Verdict(prefix, address)
-    return Verdict(None, ",".join(addresses) or None)
+            return Verdict(prefix, address, connect_to=address)
+    return Verdict(None, addresses[0], connect_to=addresses[0])
