@@ -334,11 +334,12 @@ def test_http2_to_http1_ordinary_request_gets_exactly_the_headers(
     assert all(p.fields for p in parsed) and APP_KEYS
 
 
-def test_name_space_colon_with_header_validation_off(
+def test_name_space_colon_is_refused(
     proxy_launcher: ProxyLauncher, tmp_path: Path, plain_recorder: RecordingServer
 ) -> None:
-    """`Name : value` reaches the injector when mitmproxy's own check is off; still refused."""
-    proxy = _start(proxy_launcher, tmp_path, "--set", "validate_inbound_headers=false")
+    """`Name : value` never reaches Chime: mitmproxy's own check answers 400, and the setting
+    that turns that check off (`validate_inbound_headers=false`) is refused by the addon."""
+    proxy = _start(proxy_launcher, tmp_path)
     data = attack_request(plain_recorder.authority, b"X-Amzn-Chime-App-Keys : evil\r\n")
     answer = through_tunnel(proxy.port, CHIME_IP, plain_recorder.port, [data])
     assert status_codes(answer) == [400], answer

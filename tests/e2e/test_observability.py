@@ -401,7 +401,9 @@ def test_a_metrics_port_in_use_stops_start_up(
 EVIL_HOST = "e\x1b[31mvil\x1b]0;pwned\x07\x85\u2028\x9b.chime.aws"
 
 
-def send_with_host(running: Running, server: EchoServer, host: str, source: str) -> bytes:
+def send_with_host(
+    running: Running, server: EchoServer, host: str, source: str, path: str = "/x"
+) -> bytes:
     """One HTTP/1.1 request with Host `host`, through a CONNECT tunnel from `source`; the answer."""
     sock = socket.create_connection(
         ("127.0.0.1", running.proxy.port), timeout=10, source_address=(source, 0)
@@ -412,44 +414,47 @@ def send_with_host(running: Running, server: EchoServer, host: str, source: str)
     context = ssl.create_default_context(cafile=str(running.proxy.ca_cert))
     context.check_hostname = False
     with context.wrap_socket(sock) as tls:
-        tls.sendall(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        tls.sendall(request.encode())
         answer = b""
         while chunk := tls.recv(65536):
             answer += chunk
     return answer
 
 
-def test_a_clients_host_reaches_logs_metrics_and_summaries_escaped(
-    running: Running, refusing_server: EchoServer
+# A request target with the same sequences: refused as well, never forwarded.
+EVIL_PATH = "/x\x1b[31m\x1b]0;pwned\x07"
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "shown"),
+    [
+        (EVIL_HOST, "/x", "e\\x1b[31mvil\\x1b]0;pwned\\x07\\x85\\u2028\\x9b.chime.aws"),
+        # The reason quotes the target (repr), and the line escapes that quote again.
+        ("meet.chime.aws", EVIL_PATH, "request target '/x\\\\x1b[31m\\\\x1b]0;pwned"),
+    ],
+    ids=["host", "path"],
+)
+def test_client_text_is_refused_and_reaches_the_logs_escaped(
+    running: Running, refusing_server: EchoServer, host: str, path: str, shown: str
 ) -> None:
+    """A Host or request target holding control characters never reaches Chime (a server could
+    read it otherwise, issue 12); the refusal's log lines show it escaped, the JSON log keeps
+    one record a line, and no metric holds it."""
     since = running.proxy.mark()
-    answer = send_with_host(running, refusing_server, EVIL_HOST, PILOT_CLIENT)
-    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
-    line = running.proxy.wait_for_log(r"chime: Chime answered 403 to [^\n]*", since=since)[0]
-    escaped = "e\\x1b[31mvil\\x1b]0;pwned\\x07\\x85\\u2028\\x9b.chime.aws/x"
-    assert escaped in line, line
+    answer = send_with_host(running, refusing_server, host, PILOT_CLIENT, path=path)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    line = running.proxy.wait_for_log(r"chime: rejecting request from [^\n]*", since=since)[0]
+    assert shown in line, line
     # Nothing the client sent reaches the terminal raw: no chime line holds a control character.
     chime_lines = [text for text in running.proxy.output()[since:].split("\n") if "chime:" in text]
     assert chime_lines and all(text.isprintable() for text in chime_lines), chime_lines
-
-    # The JSON log: every record one printable line, the host kept exactly as sent.
     raw = running.json_log.read_bytes().decode("utf-8")
     assert all(text.isprintable() for text in raw.split("\n")), "a record broke its line"
-    record = wait_for_json_event(running, "chime_403", network="pilot", host=EVIL_HOST)
-    assert record["path"] == "/x"
-
-    # The metric: a host that is not a DNS name counts as "other", never as a label.
+    assert json_events(running, "request_rejected"), raw
     metrics = urllib.request.urlopen(running.metrics_url, timeout=10).read().decode()
     assert all(text.isprintable() for text in metrics.split("\n"))
     assert "pwned" not in metrics
-
-    # The summary: the table shows the host escaped; the JSON keeps it.
-    table = run("observed", running.json_log)
-    assert table.returncode == 0, table.stderr
-    assert "e\\x1b[31mvil\\x1b]0;pwned\\x07\\x85\\u2028\\x9b.chime.aws" in table.stdout
-    assert all(text.isprintable() for text in table.stdout.split("\n"))
-    summary = run("observed", "--format", "json", running.json_log)
-    assert EVIL_HOST in {entry["host"] for entry in json.loads(summary.stdout)}
 
 
 def test_the_json_log_is_created_0600_also_after_rotation(

@@ -7,6 +7,7 @@ plain HTTP (absolute-form and through a CONNECT tunnel), and IPv6.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Literal
 
@@ -73,6 +74,7 @@ def test_websocket_upgrade(proxy: MitmdumpProcess, chime_server: EchoServer) -> 
 
 
 def test_websocket_many_messages(proxy: MitmdumpProcess, chime_server: EchoServer) -> None:
+    since = proxy.mark()
     with websocket(
         chime_server.url(_path(), scheme="wss"), proxy_port=proxy.port, cacert=proxy.ca_cert
     ) as conn:
@@ -80,6 +82,11 @@ def test_websocket_many_messages(proxy: MitmdumpProcess, chime_server: EchoServe
         for i in range(50):
             conn.send(f"message {i}")
             assert conn.recv(timeout=10) == f"message {i}"
+    # After the upgrade the bytes are relayed, not recorded message by message: mitmdump's
+    # dumper, which prints a `client -> tcp -> server` line for every message it sees, saw none.
+    time.sleep(0.3)
+    relayed = [line for line in proxy.output()[since:].splitlines() if " tcp " in line]
+    assert relayed == [], relayed
 
 
 def test_plain_http_absolute_form(proxy: MitmdumpProcess, chime_plain_server: EchoServer) -> None:

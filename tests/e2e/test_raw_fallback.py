@@ -51,7 +51,9 @@ def plain_recorder() -> Iterator[RecordingServer]:
         yield server
 
 
-@pytest.fixture(scope="module", params=["default", "tcp_hosts"])
+# `tcp_hosts=.*` would ask mitmproxy to relay everything raw; the addon refuses that setting at
+# start and at run time (tests/e2e/test_lifetime.py), so only the heuristic is left to attack.
+@pytest.fixture(scope="module", params=["default"])
 def proxy(
     request: pytest.FixtureRequest,
     module_proxy_launcher: ProxyLauncher,

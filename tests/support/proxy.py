@@ -98,9 +98,10 @@ def build_command(
         cmd += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if allowlist is not None:
         cmd += ["--set", f"chime_allowlist={allowlist}"]
-    # Only when the test does not set it: two values for a script's option make mitmproxy drop
-    # the whole script, silently (the trap of mitmproxy issue 8013).
-    if script == ADDON_SCRIPT and not any(
+    # Wherever the addon may run (the entry script, a copy of it, the launcher, or a script that
+    # loads it later), and only when the test does not set it: two values for one option are
+    # refused at start.
+    if script is not None and not any(
         arg.startswith("chime_local_destinations=") for arg in extra_args
     ):
         cmd += ["--set", f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}"]

@@ -86,7 +86,7 @@ async def test_websocket_upgrade_is_relayed_as_bytes_only_when_configured(
     flow = tflow.twebsocketflow()
     addon.response(flow)
     assert flow.websocket is None
-    addon.websocket_relay = "websocket"
+    addon.upgrades.relay = "websocket"
     flow = tflow.twebsocketflow()
     addon.response(flow)
     assert flow.websocket is not None

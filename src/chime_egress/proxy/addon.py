@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy import command, connection, ctx, exceptions, http, tcp
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.tls import TlsData
@@ -59,6 +59,7 @@ from .options import (
 from .reading import ReadTimeout
 from .reloading import ReloadWatcher
 from .routing import Router
+from .upgrades import UpgradeRelay
 
 __all__ = ["INJECTED_NETWORK", "ChimeHeaders"]
 
@@ -80,7 +81,7 @@ class ChimeHeaders:
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
         self.drain = Drain()
         self.endpoint = ProxyEndpoint(self.current, lambda: self.drain.draining)
-        self.websocket_relay = "tcp"
+        self.upgrades = UpgradeRelay()
         self._json_handler: logging.Handler | None = None
 
     @property
@@ -108,7 +109,7 @@ class ChimeHeaders:
             if "chime_reload_interval" in updated:
                 self.watcher.interval = parse_reload_interval(ctx.options.chime_reload_interval)
             if "chime_websocket_relay" in updated:
-                self.websocket_relay = parse_websocket_relay(ctx.options.chime_websocket_relay)
+                self.upgrades.relay = parse_websocket_relay(ctx.options.chime_websocket_relay)
             if "chime_check_host" in updated:
                 self.endpoint.host = parse_check_host(ctx.options.chime_check_host)
             if "chime_drain_seconds" in updated:
@@ -277,10 +278,10 @@ class ChimeHeaders:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.injector.response(flow)
-        # The headers only matter on the upgrade request. Without a WebSocket record mitmproxy
-        # relays the upgraded connection as plain bytes instead of parsing every frame.
-        if flow.websocket is not None and self.websocket_relay == "tcp" and ctx.options.rawtcp:
-            flow.websocket = None
+        self.upgrades.response(flow)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        self.upgrades.tcp_start(flow)
 
 
 def _release_idle_buffers(data: TlsData) -> None:

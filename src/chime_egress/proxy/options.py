@@ -32,7 +32,7 @@ class OptionSpec:
 DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 DEFAULT_CHECK_HOST = "chime-egress.invalid"
-WEBSOCKET_RELAYS = ("tcp", "websocket")
+WEBSOCKET_RELAYS = ("tcp", "websocket")  # proxy/upgrades.py
 
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
