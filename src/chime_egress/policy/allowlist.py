@@ -19,6 +19,7 @@ import yaml
 from ..errors import ConfigError, Problem
 from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
+from .identity import IdentityEntry, IdentitySettings
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
 
@@ -72,6 +73,9 @@ class Allowlist:
     destinations: Destinations
     mode: str = ENFORCE
     networks: tuple[Network, ...] = ()
+    # Who is asking: the `identity:` sources and the `identities` entries (chosen before networks).
+    identity: IdentitySettings | None = None
+    identities: tuple[IdentityEntry, ...] = ()
     # Legal but worth a look (a network that partly hides another); shown by validate and logged.
     warnings: tuple[Problem, ...] = ()
 
@@ -158,7 +162,7 @@ class _Reader:
         return items
 
 
-_TOP_KEYS = ("mode", "apps", "networks", "destinations")
+_TOP_KEYS = ("mode", "apps", "identity", "identities", "networks", "destinations")
 _NETWORK_KEYS = ("name", "clients", "mode", "apps")
 _APP_KEYS = ("app_key", "name", "tenants")
 _DESTINATION_KEYS = ("ip_ranges", "services", "regions", "cidrs", "media_hosts")
@@ -183,6 +187,8 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     apps: tuple[App, ...] = ()
     mode: str | None = ENFORCE
     networks: tuple[Network, ...] = ()
+    identity: IdentitySettings | None = None
+    identities: tuple[IdentityEntry, ...] = ()
     destinations = _default_destinations()
     if top is not None:
         if "mode" in top:
@@ -209,6 +215,7 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
             )
         if apps:
             _check_header_size(reader, top["apps"][0], apps, "apps")
+        identity, identities = _parse_identity_sections(reader, top, path, networks, bool(apps))
     if reader.problems:
         raise ConfigError(reader.problems)
     return Allowlist(
@@ -217,8 +224,34 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
         destinations=destinations,
         mode=mode or ENFORCE,
         networks=networks,
+        identity=identity,
+        identities=identities,
         warnings=tuple(reader.warnings),
     )
+
+
+def _parse_identity_sections(
+    reader: _Reader,
+    top: dict[str, tuple[yaml.Node, yaml.Node]],
+    path: Path,
+    networks: tuple[Network, ...],
+    has_default_apps: bool,
+) -> tuple[IdentitySettings | None, tuple[IdentityEntry, ...]]:
+    # Imported here: identity_config builds on this module's reader and app parser.
+    from .identity_config import parse_identities, parse_identity
+
+    settings = parse_identity(reader, top["identity"][1], path) if "identity" in top else None
+    if "identities" not in top:
+        return settings, ()
+    identities = parse_identities(
+        reader,
+        top["identities"][1],
+        settings=settings,
+        identity_given="identity" in top,
+        has_default_apps=has_default_apps,
+        taken_names={network.name: network.line for network in networks},
+    )
+    return settings, identities
 
 
 def load_allowlist(path: Path) -> Allowlist:

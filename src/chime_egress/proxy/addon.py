@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
 from .current import CurrentPolicy
 from .endpoint import DEFAULT_CHECK_HOST, ProxyEndpoint, parse_check_host
+from .identity import Identities
 from .injection import INJECTED_NETWORK, Injector
 from .jsonlog import fields, open_json_log, parse_json_log_target
 from .metrics import Metrics, MetricsServer, parse_listen_address
@@ -36,6 +37,11 @@ __all__ = ["INJECTED_NETWORK", "ChimeHeaders"]
 logger = logging.getLogger("chime_egress")
 
 DEFAULT_ALLOWLIST = "config/allowlist.yaml"
+_PROXYAUTH_CONFLICT = (
+    "the allowlist's identity section checks proxy credentials itself; unset mitmproxy's "
+    "proxyauth option (its LDAP check blocks every connection while the directory answers, "
+    "and 'any' accepts made-up user names), or remove the identity section"
+)
 WEBSOCKET_RELAYS = ("tcp", "websocket")
 
 
@@ -45,7 +51,8 @@ class ChimeHeaders:
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self.observer = Observer(self.current, self.metrics)
-        self.router = Router(self.current, self.metrics, self.observer)
+        self.identities = Identities(self.current, self.metrics)
+        self.router = Router(self.current, self.metrics, self.observer, self.identities)
         self.injector = Injector(self.router, self.metrics)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
         self.endpoint = ProxyEndpoint(self.current)
@@ -148,6 +155,12 @@ class ChimeHeaders:
                     f"chime_allowlist: invalid configuration:\n{error}"
                 ) from None
             self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
+        if (
+            ctx.options.proxyauth
+            and self.current.loaded
+            and self.current.policy.allowlist.identity is not None
+        ):
+            raise exceptions.OptionsError(_PROXYAUTH_CONFLICT)
 
     def _configure_json_log(self, text: str) -> None:
         try:
@@ -186,6 +199,7 @@ class ChimeHeaders:
 
     def _publish(self, policy: Policy, message: str) -> None:
         self.current.publish(policy)
+        self.identities.update(policy.allowlist.identity)
         # Nothing below may undo a published reload, nor stop the watcher task.
         try:
             self.metrics.configuration_loaded(
@@ -196,6 +210,8 @@ class ChimeHeaders:
         logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
+        if policy.allowlist.identity is not None and ctx.options.proxyauth:
+            logger.error(f"chime: {_PROXYAUTH_CONFLICT}")
 
     # Life cycle
 
@@ -204,6 +220,7 @@ class ChimeHeaders:
 
     def done(self) -> None:
         self.watcher.stop()
+        self.identities.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
@@ -219,7 +236,8 @@ class ChimeHeaders:
 
     # Connections and requests, each handed to its collaborator
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        await self.identities.http_connect(flow)
         self.router.http_connect(flow)
 
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -232,7 +250,9 @@ class ChimeHeaders:
         if self.endpoint.handles(flow):
             self.endpoint.answer(flow)
             return
-        await self.injector.requestheaders(flow)
+        await self.identities.requestheaders(flow)
+        if flow.response is None:  # not answered 407 or 502 by the identity check
+            await self.injector.requestheaders(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.injector.response(flow)

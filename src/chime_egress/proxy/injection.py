@@ -38,14 +38,16 @@ class Injector:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
             verdict = self.router.verdict_for(flow.server_conn)
-            client_policy = self.router.client_policy(flow.client_conn)
+            judged_now = verdict is None
             if verdict is None:
                 # Not seen at the connection level: absolute-form plain HTTP, or a mode where
                 # mitmproxy connects after the request arrives.
                 verdict = await self.router.judge(flow.server_conn, flow.request.host)
-                if verdict.is_chime:
-                    self._log_request_decision(flow, verdict, client_policy)
             if verdict.is_chime:
+                # Only asked for Chime: an unknowable identity (it raises) must not stop the rest.
+                client_policy = self.router.client_policy(flow.client_conn, flow)
+                if judged_now:
+                    self._log_request_decision(flow, verdict, client_policy)
                 if client_policy.observing:
                     # Reaches here only for plain HTTP (or a reload after the connection was
                     # decided): what observe mode promises is to add nothing.
@@ -89,6 +91,7 @@ class Injector:
                 host=flow.request.pretty_host,
                 destination=verdict.address,
                 prefix=str(verdict.prefix),
+                **self.router.identities.log_fields(flow.client_conn, flow),
             ),
         )
 
@@ -141,5 +144,6 @@ class Injector:
                 tenants=tenants,
                 hint=hint,
                 response=excerpt or None,
+                **self.router.identities.log_fields(flow.client_conn, flow),
             ),
         )
