@@ -69,14 +69,6 @@ class Directory:
         self._local = threading.local()  # each worker keeps its own service connection
         self._pending: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         receive = max(1, math.ceil(settings.timeout_seconds))  # ldap3 needs whole seconds
-        # ldap3 checks no certificate unless told to; ldaps:// uses the system's CAs.
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED) if settings.url.startswith("ldaps:") else None
-        self._server = ldap3.Server(
-            settings.url,
-            connect_timeout=settings.timeout_seconds,
-            get_info=ldap3.NONE,
-            tls=tls,
-        )
         self._receive_timeout = receive
 
     def close(self) -> None:
@@ -122,8 +114,16 @@ class Directory:
     # In the worker threads
 
     def _connection(self, dn: str, password: str) -> ldap3.Connection:
+        # A Server object of its own for each connection: ldap3's remembers a failed address
+        # for five seconds, and is not meant to be shared between threads.
+        url = self.settings.url
+        # ldap3 checks no certificate unless told to; ldaps:// uses the system's CAs.
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED) if url.startswith("ldaps:") else None
+        server = ldap3.Server(
+            url, connect_timeout=self.settings.timeout_seconds, get_info=ldap3.NONE, tls=tls
+        )
         return ldap3.Connection(
-            self._server,
+            server,
             user=dn,
             password=password,
             receive_timeout=self._receive_timeout,
@@ -149,17 +149,23 @@ class Directory:
 
     def _search(self, base: str, query: str, attributes: list[str]) -> list[dict[str, Any]]:
         reused = getattr(self._local, "conn", None) is not None
+        try:
+            return self._search_once(base, query, attributes)
+        except DirectoryUnavailable:
+            self._local.conn = None
+            if not reused:
+                raise
+        # The kept connection may be one the directory has dropped (a restart): once more.
+        return self._search_once(base, query, attributes)
+
+    def _search_once(self, base: str, query: str, attributes: list[str]) -> list[dict[str, Any]]:
         conn = self._service()
         try:
             ok = conn.search(base, query, attributes=attributes)
         except LDAPException as error:
-            self._local.conn = None
-            if reused:  # a kept connection the directory has dropped (a restart): once more
-                return self._search(base, query, attributes)
             raise DirectoryUnavailable(f"{self.settings.url}: {error}") from None
         result = conn.result or {}
         if not ok and result.get("description") not in ("success", "noSuchObject"):
-            self._local.conn = None
             raise DirectoryUnavailable(
                 f"{self.settings.url}: search failed: {result.get('description')}"
             )
