@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import ldap3
+from ldap3.core.exceptions import LDAPException
 
 from .lifecycle import Service
 from .servers import free_port
@@ -128,7 +129,7 @@ class Slapd(Service):
                     pass
                 with self.admin():
                     return
-            except (OSError, ldap3.core.exceptions.LDAPException):
+            except (OSError, LDAPException):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
