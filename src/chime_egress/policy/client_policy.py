@@ -91,6 +91,9 @@ class ClientPolicies:
     _cache: dict[str, ClientPolicy] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _identity_cache: dict[tuple[Identity, str], ClientPolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def all(self) -> tuple[ClientPolicy, ...]:
@@ -98,11 +101,20 @@ class ClientPolicies:
 
     def select(self, identity: Identity | None, address: str) -> ClientPolicy:
         """The policy for who is asking (None: nobody known) from a source address."""
-        if identity is not None:
-            for policy in self.identities:
-                if policy.matches(identity):
-                    return policy
-        return self.for_client(address)
+        if identity is None or not self.identities:
+            return self.for_client(address)
+        key = (identity, address)
+        try:
+            return self._identity_cache[key]
+        except KeyError:
+            pass
+        found = next((p for p in self.identities if p.matches(identity)), None)
+        if found is None:
+            found = self.for_client(address)
+        if len(self._identity_cache) >= _CACHE_LIMIT:
+            self._identity_cache.clear()
+        self._identity_cache[key] = found
+        return found
 
     def for_client(self, address: str) -> ClientPolicy:
         """The policy for a client's source address (an IP literal; anything else: default)."""

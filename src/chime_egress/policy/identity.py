@@ -19,6 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,8 +63,8 @@ class Identity:
     groups: frozenset[str]  # folded
     source: str  # "proxy_auth" or "trusted_header"
 
-    @property
-    def folded_user(self) -> str | None:
+    @cached_property
+    def folded_user(self) -> str | None:  # asked for every entry matched: folded once
         return fold(self.user) if self.user is not None else None
 
 
