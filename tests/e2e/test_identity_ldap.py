@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.support.asserts import assert_chime_headers, assert_no_chime_headers_
 from tests.support.clients import CurlResult, curl
 from tests.support.config import write_allowlist
 from tests.support.directory import PASSWORDS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd
+from tests.support.metrics import scrape as scrape_metrics
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
@@ -109,14 +109,7 @@ def start(launcher: ProxyLauncher, allowlist: Path) -> Running:
 
 
 def scrape(running: Running) -> dict[str, float]:
-    with urllib.request.urlopen(running.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return scrape_metrics(running.metrics_url)
 
 
 def as_user(

@@ -14,7 +14,6 @@ import http.client
 import json
 import ssl
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.cli.support import run
 from tests.support.asserts import assert_chime_headers
 from tests.support.clients import CurlResult, curl, open_tunnel
 from tests.support.config import write_ranges
+from tests.support.metrics import scrape as scrape_metrics
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher, run_expect_failure
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
@@ -116,15 +116,7 @@ def request(
 
 
 def scrape(running: Running) -> dict[str, float]:
-    with urllib.request.urlopen(running.metrics_url, timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return scrape_metrics(running.metrics_url)
 
 
 def json_events(running: Running, event: str) -> list[dict[str, Any]]:

@@ -120,8 +120,7 @@ def test_identity_settings_are_read(tmp_path: Path) -> None:
         ),
         (
             "  - {name: pilot, groups: [x], mode: enforce}\n",
-            "allowlist.yaml:9: identities[0].name: 'pilot' is already used on line 11 (networks "
-            "and identities share names: logs and metrics tell them apart by it)",
+            "allowlist.yaml:9: identities[0].name: 'pilot' is already used on line 11",
         ),
         (
             "  - {name: default, groups: [x], mode: enforce}\n",

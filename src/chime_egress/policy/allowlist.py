@@ -425,30 +425,41 @@ def _parse_networks(
         if fields is None:
             continue
         name = _network_name(reader, fields, network_node, field, names)
-        mode: str | None = None  # None: missing or invalid, reported
-        if "mode" in fields:
-            mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
-        else:
-            reader.problem(
-                network_node,
-                f"{field}.mode",
-                "missing: say 'enforce' or 'observe' for these clients",
-            )
-        apps: tuple[App, ...] | None = None
-        if "apps" in fields:
-            apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
-            if apps:
-                _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
-        elif mode == ENFORCE and not has_default_apps:
-            reader.problem(
-                network_node,
-                f"{field}.apps",
-                "missing: mode enforce needs apps, listed here or at the top level",
-            )
+        mode, apps = _entry_mode_and_apps(
+            reader, fields, network_node, field, has_default_apps, "these clients"
+        )
         clients = _network_clients(reader, fields, network_node, field, index, seen)
         if name is not None and mode is not None and clients:
             networks.append(Network(name, clients, mode, apps, _line(network_node)))
     return tuple(networks)
+
+
+def _entry_mode_and_apps(
+    reader: _Reader,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    node: yaml.Node,
+    field: str,
+    has_default_apps: bool,
+    whom: str,
+) -> tuple[str | None, tuple[App, ...] | None]:
+    """An entry's `mode` (None: missing or invalid, reported) and `apps` (None: the top level's)."""
+    mode: str | None = None
+    if "mode" in fields:
+        mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
+    else:
+        reader.problem(node, f"{field}.mode", f"missing: say 'enforce' or 'observe' for {whom}")
+    apps: tuple[App, ...] | None = None
+    if "apps" in fields:
+        apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
+        if apps:
+            _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
+    elif mode == ENFORCE and not has_default_apps:
+        reader.problem(
+            node,
+            f"{field}.apps",
+            "missing: mode enforce needs apps, listed here or at the top level",
+        )
+    return mode, apps
 
 
 def _network_name(
@@ -457,10 +468,12 @@ def _network_name(
     network_node: yaml.Node,
     field: str,
     names: dict[str, int],
+    what: str = "network",
 ) -> str | None:
+    """The entry's name, unique among `names` (networks and identities share them)."""
     if "name" not in fields:
         reader.problem(
-            network_node, f"{field}.name", "missing: name the network (for logs and metrics)"
+            network_node, f"{field}.name", f"missing: name the {what} (for logs and metrics)"
         )
         return None
     name_node = fields["name"][1]

@@ -19,15 +19,10 @@ import yaml
 
 from ..errors import Problem
 from .allowlist import (
-    _NAME_PATTERN,
-    DEFAULT_NETWORK_NAME,
-    ENFORCE,
-    MODES,
-    App,
-    _check_header_size,
     _did_you_mean,
+    _entry_mode_and_apps,
     _line,
-    _parse_apps,
+    _network_name,
     _parse_cidr,
     _Reader,
 )
@@ -526,25 +521,10 @@ def parse_identities(
         fields = reader.mapping(entry_node, field, _ENTRY_KEYS)
         if fields is None:
             continue
-        name = _entry_name(reader, fields, entry_node, field, taken_names)
-        mode = None
-        if "mode" in fields:
-            mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
-        else:
-            reader.problem(
-                entry_node, f"{field}.mode", "missing: say 'enforce' or 'observe' for them"
-            )
-        apps: tuple[App, ...] | None = None
-        if "apps" in fields:
-            apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
-            if apps:
-                _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
-        elif mode == ENFORCE and not has_default_apps:
-            reader.problem(
-                entry_node,
-                f"{field}.apps",
-                "missing: mode enforce needs apps, listed here or at the top level",
-            )
+        name = _network_name(reader, fields, entry_node, field, taken_names, "entry")
+        mode, apps = _entry_mode_and_apps(
+            reader, fields, entry_node, field, has_default_apps, "them"
+        )
         users = _names(reader, fields, "users", field, settings, earlier)
         groups = _names(reader, fields, "groups", field, settings, earlier)
         if "users" not in fields and "groups" not in fields:
@@ -555,46 +535,6 @@ def parse_identities(
                 IdentityEntry(name, frozenset(users), frozenset(groups), mode, apps, line)
             )
     return tuple(entries)
-
-
-def _entry_name(
-    reader: _Reader,
-    fields: dict[str, tuple[yaml.Node, yaml.Node]],
-    entry_node: yaml.Node,
-    field: str,
-    taken: dict[str, int],
-) -> str | None:
-    if "name" not in fields:
-        reader.problem(
-            entry_node, f"{field}.name", "missing: name the entry (for logs and metrics)"
-        )
-        return None
-    name_node = fields["name"][1]
-    name = reader.text(name_node, f"{field}.name")
-    if name is None:
-        return None
-    if not _NAME_PATTERN.fullmatch(name):
-        reader.problem(
-            name_node, f"{field}.name", f"{name!r} must be 1-64 letters, digits, '.', '_' or '-'"
-        )
-        return None
-    if name == DEFAULT_NETWORK_NAME:
-        reader.problem(
-            name_node,
-            f"{field}.name",
-            f"{name!r} is reserved for the top-level settings; choose another name",
-        )
-        return None
-    if name in taken:
-        reader.problem(
-            name_node,
-            f"{field}.name",
-            f"{name!r} is already used on line {taken[name]} (networks and identities share "
-            "names: logs and metrics tell them apart by it)",
-        )
-        return None
-    taken[name] = _line(name_node)
-    return name
 
 
 def _names(
