@@ -72,7 +72,9 @@ class Directory:
         self._receive_timeout = receive
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Queued questions still run (or are dropped at their deadline), so no asker sees a
+        # cancelled future; the threads end when the queue is empty.
+        self._pool.shutdown(wait=False)
 
     async def find_user(self, user: str) -> UserEntry | None:
         """The user's entry and groups; None when the directory has no such user."""

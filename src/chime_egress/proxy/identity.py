@@ -106,7 +106,7 @@ class Resolver:
         if self.directory is not None:
             self.directory.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False)  # checks under way finish for their askers
 
     def _count(self, source: str, result: str) -> None:
         self.metrics.child(self.metrics.identity_lookups, source, result).inc()
@@ -206,10 +206,13 @@ class Identities:
         self, client: connection.Client, flow: http.HTTPFlow | None = None
     ) -> ClientPolicy:
         """The policy of who is asking, else of the client's address; raises when unknowable."""
+        clients = self.current.policy.clients
+        if self.resolver is None:  # no identity section: the address decides, as before
+            return clients.for_client(client_address(client))
         state = self.state(client, flow)
         if state.unavailable is not None:
             raise IdentityUnavailable(state.unavailable)
-        return self.current.policy.clients.select(state.identity, client_address(client))
+        return clients.select(state.identity, client_address(client))
 
     def log_fields(
         self, client: connection.Client, flow: http.HTTPFlow | None = None
@@ -224,6 +227,8 @@ class Identities:
     # Hooks
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
+        # Recorded even with nothing to ask: a request in this tunnel must never be taken for a
+        # plain proxy request (and asked for credentials) after a reload adds proxy_auth.
         if flow.response is not None:  # answered by another addon already
             return
         state = await self._identify(flow)
