@@ -7,6 +7,7 @@ the identity header; the other tests of the chained setup use a real Squid.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 from pathlib import Path
@@ -187,3 +188,35 @@ def test_mitmproxys_own_proxyauth_is_refused_with_an_identity_section(
     )
     assert failed.returncode == 1, failed.output
     assert "unset mitmproxy's proxyauth option" in failed.output
+
+
+def test_user_names_are_logged_only_when_enabled_and_passwords_never(
+    proxy_launcher: ProxyLauncher, tmp_path: Path, chime_server: EchoServer
+) -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"alice-pw", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "users.htpasswd").write_text(f"alice:{hashed}\n")
+    allowlist = write_allowlist(
+        tmp_path,
+        HTPASSWD_ALLOWLIST.replace(
+            "  htpasswd: users.htpasswd", "  htpasswd: users.htpasswd\n  log_users: true"
+        ),
+    )
+    json_log = tmp_path / "events.jsonl"
+    proxy = proxy_launcher.start(allowlist, extra_args=["--set", f"chime_log_json={json_log}"])
+    for password in ("alice-pw", "wrong-pw"):
+        curl(
+            chime_server.url("/logged"),
+            proxy_port=proxy.port,
+            cacert=proxy.ca_cert,
+            extra_args=["--proxy-user", f"alice:{password}"],
+        )
+    proxy.wait_for_log(r"proxy authentication failed for alice")
+    records = [json.loads(line) for line in json_log.read_text().splitlines()]
+    [intercepted] = [r for r in records if r["event"] == "connection_intercepted"]
+    assert intercepted["user"] == "alice" and intercepted["network"] == "sales"
+    [failed] = [r for r in records if r["event"] == "proxy_auth_failed"]
+    assert failed["user"] == "alice"
+    everything = json_log.read_text() + proxy.output()
+    assert "alice-pw" not in everything and "wrong-pw" not in everything
