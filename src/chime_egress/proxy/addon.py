@@ -45,6 +45,11 @@ _PROXYAUTH_CONFLICT = (
 WEBSOCKET_RELAYS = ("tcp", "websocket")
 
 
+def _proxyauth_set() -> bool:
+    """Whether mitmproxy's own proxyauth is on (absent where its addon is not loaded)."""
+    return bool(getattr(ctx.options, "proxyauth", None))
+
+
 class ChimeHeaders:
     def __init__(self) -> None:
         self.current = CurrentPolicy()
@@ -155,11 +160,7 @@ class ChimeHeaders:
                     f"chime_allowlist: invalid configuration:\n{error}"
                 ) from None
             self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
-        if (
-            ctx.options.proxyauth
-            and self.current.loaded
-            and self.current.policy.allowlist.identity is not None
-        ):
+        if self.policy is not None and self.policy.allowlist.identity and _proxyauth_set():
             raise exceptions.OptionsError(_PROXYAUTH_CONFLICT)
 
     def _configure_json_log(self, text: str) -> None:
@@ -210,7 +211,7 @@ class ChimeHeaders:
         logger.info(message, extra=fields("config_loaded", summary=policy.summary()))
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
-        if policy.allowlist.identity is not None and ctx.options.proxyauth:
+        if policy.allowlist.identity is not None and _proxyauth_set():
             logger.error(f"chime: {_PROXYAUTH_CONFLICT}")
 
     # Life cycle
