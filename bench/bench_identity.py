@@ -14,7 +14,8 @@
                 2-second deadline)
 2. In-process cost per call of what runs for every connection once an identity is cached:
    the cached credential check (HMAC + TTL cache) and the choice of the policy among 20
-   identities entries and 20 networks.
+   identities entries and 20 networks; and what a proxy without an identity section now runs
+   per request on top of before (the identity hook, the choice through `Identities`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -38,12 +40,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from benchlib import print_provenance  # noqa: E402
+from mitmproxy.test import tflow  # noqa: E402
 
 from chime_egress.policy.allowlist import parse_allowlist  # noqa: E402
 from chime_egress.policy.client_policy import compile_client_policies  # noqa: E402
+from chime_egress.policy.compiled import load_policy  # noqa: E402
 from chime_egress.policy.identity import Identity  # noqa: E402
-from chime_egress.proxy.identity import Resolver  # noqa: E402
+from chime_egress.proxy.current import CurrentPolicy  # noqa: E402
+from chime_egress.proxy.identity import Identities, Resolver  # noqa: E402
 from chime_egress.proxy.metrics import Metrics  # noqa: E402
+from chime_egress.proxy.peers import client_address  # noqa: E402
 from tests.support.directory import (  # noqa: E402
     PASSWORDS,
     PEOPLE,
@@ -216,15 +222,47 @@ def measure_calls() -> None:
 
     assert loop.run_until_complete(cached())  # the first check, in a worker: then cached
     check = timeit.Timer(lambda: loop.run_until_complete(cached()))
+    # What a proxy without an identity section now runs per request: the identity hook that
+    # returns at once, and the policy choice through Identities instead of by address directly.
+    current = CurrentPolicy()
+    current.publish(load_policy(_plain_allowlist()))
+    identities = Identities(current, Metrics())
+    flow = tflow.tflow()
+    client = flow.client_conn
+    address = client_address(client)
+    plain = timeit.Timer(lambda: current.policy.clients.for_client(address))
+    through = timeit.Timer(lambda: identities.client_policy(client, flow))
+
+    def hook() -> None:
+        coroutine = identities.requestheaders(flow)
+        with contextlib.suppress(StopIteration):
+            coroutine.send(None)  # returns at once: no event loop needed
+
+    def connect_hook() -> None:
+        coroutine = identities.http_connect(flow)
+        with contextlib.suppress(StopIteration):
+            coroutine.send(None)
+
     for label, timer in (
         ("select: 21st identities entry, by user", select),
         ("select: nobody known, 20th network", by_address),
         ("cached credential check (incl. one event-loop run)", check),
+        ("no identity section: policy by address directly", plain),
+        ("no identity section: the same through Identities", through),
+        ("no identity section: the requestheaders hook", timeit.Timer(hook)),
+        ("no identity section: the http_connect hook", timeit.Timer(connect_hook)),
     ):
         best = min(timer.repeat(5, 20_000)) / 20_000
         print(f"  {label:<52} {best * 1e6:.2f} us")
     loop.close()
     resolver.close()
+
+
+def _plain_allowlist() -> Path:
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "allowlist.yaml"
+    path.write_text("apps: [{app_key: K}]\ndestinations: {cidrs: [127.0.0.2/32]}\n")
+    return path
 
 
 def main() -> None:
