@@ -251,9 +251,11 @@ class ChimeHeaders:
         if self.endpoint.handles(flow):
             self.endpoint.answer(flow)
             return
-        await self.identities.requestheaders(flow)
-        if flow.response is None:  # not answered 407 or 502 by the identity check
-            await self.injector.requestheaders(flow)
+        if self.identities.resolver is not None:  # an identity section: who is asking
+            await self.identities.requestheaders(flow)
+            if flow.response is not None:  # answered 407 or 502: it goes nowhere
+                return
+        await self.injector.requestheaders(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.injector.response(flow)

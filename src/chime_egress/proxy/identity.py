@@ -2,8 +2,9 @@
 
 Sources, as the allowlist's `identity:` section chooses them (`chime_egress.policy.identity`):
 - a trusted header (`X-Authenticated-User`, optionally a groups header) set by an authenticating
-  parent proxy, believed only from the parent's listed addresses; from anyone else it is
-  ignored. It is removed from every request either way, so it is never forwarded;
+  parent proxy on its CONNECTs and plain-HTTP requests, believed only from the parent's listed
+  addresses; from anyone else it is ignored. It is removed from those requests either way, so
+  it is never forwarded;
 - Basic proxy credentials (`Proxy-Authorization`), checked against the htpasswd file or the
   LDAP directory, off the event loop and cached; missing or wrong ones are answered 407, and
   they are removed from the request before it goes on;
@@ -239,9 +240,11 @@ class Identities:
         resolver = self.resolver
         if resolver is None or flow.response is not None:
             return
-        if flow.client_conn in self._tunnels or not is_http_proxy(flow):
-            # Inside an identified tunnel, or not a proxy client at all: nobody to ask. The
-            # identity headers still never leave.
+        if flow.client_conn in self._tunnels:
+            # Inside a tunnel its CONNECT was identified: the request is the client's own to the
+            # server (a parent proxy adds its header to the CONNECT, which goes nowhere).
+            return
+        if not is_http_proxy(flow):  # transparent, reverse...: nobody to ask; nothing forwarded
             self._strip_trusted(flow, resolver.settings)
             return
         state = await self._identify(flow)
