@@ -51,6 +51,10 @@ def test_validate_lists_sources_and_entries(config: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert (
+        "; identities contractors (enforce), sales (enforce), pilot (observe); networks branch "
+        "(enforce)\n"
+    ) in out
+    assert (
         "identity: group_file groups.yaml; trusted_header X-Authenticated-User and "
         "X-Authenticated-Groups from 10.0.0.5/32; cache 300s"
     ) in out.replace(str(config.parent) + "/", "")

@@ -52,6 +52,8 @@ class Policy:
         text = f"{len(apps)} apps, {tenants} tenants, {len(self.table)} prefixes{token}"
         if self.allowlist.mode != ENFORCE:
             text += f"; mode {self.allowlist.mode}"
+        if identities := self.clients.identities:
+            text += "; identities " + ", ".join(f"{i.name} ({i.mode})" for i in identities)
         if networks := self.clients.networks:
             text += "; networks " + ", ".join(f"{n.name} ({n.mode})" for n in networks)
         return text
