@@ -32,6 +32,7 @@ from tests.support.asserts import assert_chime_headers
 from tests.support.clients import CurlResult, curl, open_tunnel
 from tests.support.config import write_ranges
 from tests.support.files import mode, usual_umask
+from tests.support.metrics import scrape as scrape_metrics
 from tests.support.proxy import MitmdumpProcess, ProxyLauncher, run_expect_failure
 from tests.support.servers import EchoServer, free_port
 from tests.support.tls import TestCA
@@ -120,15 +121,7 @@ def request(
 
 
 def scrape(running: Running) -> dict[str, float]:
-    with urllib.request.urlopen(running.metrics_url, timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return scrape_metrics(running.metrics_url)
 
 
 def json_events(running: Running, event: str) -> list[dict[str, Any]]:
@@ -452,7 +445,8 @@ def test_client_text_is_refused_and_reaches_the_logs_escaped(
     raw = running.json_log.read_bytes().decode("utf-8")
     assert all(text.isprintable() for text in raw.split("\n")), "a record broke its line"
     assert json_events(running, "request_rejected"), raw
-    metrics = urllib.request.urlopen(running.metrics_url, timeout=10).read().decode()
+    with urllib.request.urlopen(running.metrics_url, timeout=10) as response:
+        metrics = response.read().decode()
     assert all(text.isprintable() for text in metrics.split("\n"))
     assert "pwned" not in metrics
 

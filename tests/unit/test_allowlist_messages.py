@@ -110,20 +110,25 @@ CASES: dict[str, tuple[str | bytes, str | None, list[str]]] = {
     "not-a-mapping": (
         "- a\n- b\n",
         None,
-        ["F:1: must be a mapping with keys mode, apps, networks, destinations"],
+        [
+            "F:1: must be a mapping with keys mode, apps, identity, identities, networks, destinations"
+        ],
     ),
     "unknown-key": (
         A + K + "app: []\n",
         None,
         [
-            "F:3: app: unknown key 'app'; did you mean 'apps'? (allowed: mode, apps, networks, "
-            "destinations)"
+            "F:3: app: unknown key 'app'; did you mean 'apps'? (allowed: mode, apps, identity, "
+            "identities, networks, destinations)"
         ],
     ),
     "unknown-key-without-hint": (
         A + K + "zzz: 1\n",
         None,
-        ["F:3: zzz: unknown key 'zzz' (allowed: mode, apps, networks, destinations)"],
+        [
+            "F:3: zzz: unknown key 'zzz' (allowed: mode, apps, identity, identities, networks, "
+            "destinations)"
+        ],
     ),
     "duplicate-key": (
         A + K + "apps: [{app_key: K2}]\n",

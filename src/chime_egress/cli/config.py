@@ -18,6 +18,7 @@ from ..policy.client_policy import ClientPolicy
 from ..policy.compiled import Policy, load_policy
 from ..policy.headers import APP_KEYS_HEADER, MAX_HEADER_LINE_BYTES, TENANTS_HEADER, ChimeHeaders
 from ..policy.identifiers import unused_identifier
+from ..policy.identity import Identity, fold
 from ..policy.ranges import Prefix, parse_address
 from ..policy.verdict import (
     BOTH_MUST_ACCEPT,
@@ -111,8 +112,9 @@ def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Say whether Chime accepts or refuses (403) a meeting session created by the app\n"
             "with AppKey KEY and TenantIds ID..., given the headers the proxy sends, and which\n"
             "of the rules of AWS's guide 'Using AppKeys and TenantIDs' decided.\n\n"
-            "  explain [--client ADDRESS] --app-key KEY [--tenant ID ...] [CONFIG]\n"
-            "      the headers of an allowlist (for the network of client ADDRESS)\n"
+            "  explain [--client ADDRESS] [--user U] [--group G ...] --app-key KEY\n"
+            "          [--tenant ID ...] [CONFIG]\n"
+            "      the headers of an allowlist (for that user, groups and client address)\n"
             "  explain --app-keys-header V [--tenants-header V] --app-key KEY [--tenant ID ...]\n"
             "      raw header values (from a capture or another proxy); a header not given is\n"
             "      taken as not sent\n"
@@ -120,8 +122,10 @@ def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "      every app of the allowlist, with and without a matching tenant, and an app\n"
             "      that is not listed\n\n"
             "With --client, the settings are those the proxy applies to that client address:\n"
-            "the first 'networks' entry holding it, else the top level. In observe mode the\n"
-            "proxy sends no headers, so Chime accepts every session."
+            "the first 'networks' entry holding it, else the top level. With --user and\n"
+            "--group, the first 'identities' entry naming the user or one of the groups comes\n"
+            "first (groups from the allowlist's group file are added; the directory is not\n"
+            "asked). In observe mode the proxy sends no headers, so Chime accepts every session."
         ),
         epilog=epilog(
             ok="Chime accepts (always 0 without --app-key)",
@@ -139,6 +143,18 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         type=typed(_client_address),
         help="the client's IP address: use the settings of its network",
+    )
+    explain.add_argument(
+        "--user",
+        metavar="USER",
+        help="who is asking: use the identities entry naming this user (or one of its groups)",
+    )
+    explain.add_argument(
+        "--group",
+        metavar="GROUP",
+        action="append",
+        default=[],
+        help="a group of the user (repeat for several); the group file's are added",
     )
     explain.add_argument("--app-key", metavar="KEY", help="the AppKey of the session's app")
     explain.add_argument(
@@ -222,6 +238,8 @@ def _policy_json(config: Path, policy: Policy) -> dict[str, Any]:
         "tenants": sum(len(app.tenants) for app in policy.allowlist.apps),
         "mode": policy.allowlist.mode,
         "networks": [_network_json(network) for network in policy.clients.networks],
+        "identity": _identity_sources(policy),
+        "identities": [_network_json(entry) for entry in policy.clients.identities],
         "warnings": [_problem_json(warning) for warning in policy.allowlist.warnings],
         "prefixes": [_prefix_json(prefix) for prefix in policy.table.prefixes],
         "ranges": None
@@ -241,14 +259,39 @@ def _policy_json(config: Path, policy: Policy) -> dict[str, Any]:
 
 
 def _network_json(network: ClientPolicy) -> dict[str, Any]:
+    where: dict[str, Any] = {"clients": [str(client) for client in network.clients]}
+    if network.kind == "identity":
+        where = {"users": sorted(network.users), "groups": sorted(network.groups)}
     return {
         "name": network.name,
-        "clients": [str(client) for client in network.clients],
+        **where,
         "mode": network.mode,
         "line": network.line,
         "app_keys": [app.app_key for app in network.apps],
         "headers": [{"name": name, "value": value} for name, value in network.http1_headers],
     }
+
+
+def _identity_sources(policy: Policy) -> list[str]:
+    """Where the proxy learns who is asking, one phrase per source (no secrets)."""
+    settings = policy.allowlist.identity
+    if settings is None:
+        return []
+    found: list[str] = []
+    if settings.htpasswd is not None:
+        found.append(f"proxy_auth htpasswd ({shown_path(settings.htpasswd.path)})")
+    if settings.ldap is not None:
+        uses = ["proxy_auth"] if settings.proxy_auth == "ldap" else []
+        uses += [f"groups by {settings.ldap.groups}"] if settings.ldap_groups else []
+        found.append(f"ldap {settings.ldap.url} ({', '.join(uses)})")
+    if settings.group_file is not None:
+        found.append(f"group_file {shown_path(settings.group_file.path)}")
+    if (header := settings.trusted_header) is not None:
+        parents = ", ".join(map(str, header.parents))
+        groups = f" and {header.groups}" if header.groups else ""
+        found.append(f"trusted_header {header.user}{groups} from {parents}")
+    found.append(f"cache {settings.cache_seconds:g}s")
+    return found
 
 
 def _prefix_json(prefix: Prefix) -> dict[str, Any]:
@@ -285,6 +328,16 @@ def _print_summary(config: Path, policy: Policy) -> None:
                 apps = "no headers"
             clients = ", ".join(map(str, network.clients))
             print(f"  {network.name} ({clients}): {network.mode}, {apps}")
+    if sources := _identity_sources(policy):
+        print("identity: " + "; ".join(sources))
+    if identities := policy.clients.identities:
+        print(
+            f"identities ({len(identities)}, before networks; the first naming the user or one "
+            "of its groups wins):"
+        )
+        for entry in identities:
+            apps = ", ".join(app.app_key for app in entry.apps) if not entry.observing else ""
+            print(f"  {entry.describe()}" + (f", apps {apps}" if apps else ", no headers"))
     prefixes = policy.table.prefixes
     source = ""
     if policy.ranges is not None and allowlist.destinations.ip_ranges is not None:
@@ -347,6 +400,8 @@ def _explain(args: argparse.Namespace) -> int:
         parser.error("CONFIG cannot be combined with --app-keys-header or --tenants-header")
     if raw and args.client is not None:
         parser.error("--client cannot be combined with --app-keys-header or --tenants-header")
+    if raw and (args.user is not None or args.group):
+        parser.error("--user and --group cannot be combined with --app-keys-header")
     if raw and args.app_key is None:
         parser.error("--app-keys-header and --tenants-header need --app-key")
     if args.tenant and args.app_key is None:
@@ -368,10 +423,12 @@ def _explain(args: argparse.Namespace) -> int:
     policy = load_policy_or_report(config)
     if policy is None:
         return EXIT_INVALID
-    client_policy = _explained_client_policy(out, policy, args.client)
+    identity = _explained_identity(out, policy, args.user, args.group)
+    client_policy = _explained_client_policy(out, policy, args.client, identity)
     headers = client_policy.headers
     app_keys, tenants = (headers.app_keys, headers.tenants) if headers else (None, None)
-    network = f" for network {client_policy.name}" if policy.clients.networks else ""
+    entries = policy.clients.networks or policy.clients.identities
+    network = f" for {client_policy.kind} {client_policy.name}" if entries else ""
     origin = f"the proxy's{network}, from {config}"
     if session is not None:
         return _explain_one(out, session, app_keys, tenants, origin)
@@ -401,8 +458,43 @@ def _client_address(text: str) -> str:
     return str(address)
 
 
-def _explained_client_policy(out: _Output, policy: Policy, client: str | None) -> ClientPolicy:
+def _explained_identity(
+    out: _Output, policy: Policy, user: str | None, groups: list[str]
+) -> Identity | None:
+    """Who --user and --group describe, with the group file's groups; None when not given."""
+    if user is None and not groups:
+        return None
+    settings = policy.allowlist.identity
+    named = frozenset(fold(group) for group in groups)
+    from_file = settings.group_file.groups_of(user) if settings and settings.group_file else None
+    identity = Identity(user, named | (from_file or frozenset()), "explain")
+    shown = ", ".join(sorted(identity.groups)) or "none"
+    out.line(f"identity: user {user or '(not given)'}, groups {shown}")
+    if settings is not None and settings.group_file is not None and user is not None:
+        listed = ", ".join(sorted(from_file or ())) or "none"
+        out.line(f"  groups of {user} in {shown_path(settings.group_file.path)}: {listed}")
+    if settings is not None and settings.ldap_groups:
+        out.line("  groups in the directory are not looked up here: give them with --group")
+    out.document["identity"] = {"user": user, "groups": sorted(identity.groups)}
+    return identity
+
+
+def _explained_client_policy(
+    out: _Output, policy: Policy, client: str | None, identity: Identity | None = None
+) -> ClientPolicy:
     clients = policy.clients
+    if identity is not None:
+        chosen = clients.select(identity, client or "")
+        if chosen.kind == "identity":
+            out.line(
+                f"identities entry {chosen.name} (line {chosen.line}) applies, mode {chosen.mode}"
+            )
+            if chosen.observing:
+                out.line("observe mode: the proxy adds no headers and decrypts nothing for them")
+            out.document.update({"network": _network_json(chosen), "mode": chosen.mode})
+            return chosen
+        names = ", ".join(entry.name for entry in clients.identities) or "none defined"
+        out.line(f"no identities entry names them ({names}): the client's address decides")
     if client is None:
         chosen = clients.default
         if clients.networks:

@@ -20,6 +20,7 @@ from ..errors import ConfigError, Problem
 from .files import MAX_ALLOWLIST_BYTES, read_text_file
 from .headers import MAX_HEADER_LINE_BYTES, build_headers, oversized_lines
 from .identifiers import app_key_problem, tenant_id_problem
+from .identity import IdentityEntry, IdentitySettings
 from .media import DEFAULT_MEDIA_HOSTS, media_host_problem
 from .ranges import DEFAULT_SERVICES, IPNetwork
 from .source_text import yaml_problems
@@ -75,6 +76,9 @@ class Allowlist:
     destinations: Destinations
     mode: str = ENFORCE
     networks: tuple[Network, ...] = ()
+    # Who is asking: the `identity:` sources and the `identities` entries (chosen before networks).
+    identity: IdentitySettings | None = None
+    identities: tuple[IdentityEntry, ...] = ()
     # Legal but worth a look (a network that partly hides another); shown by validate and logged.
     warnings: tuple[Problem, ...] = ()
 
@@ -165,7 +169,7 @@ class _Reader:
 # YAML written in flow style and refuses what would exhaust the composer's recursion.
 MAX_NESTING = 16
 
-_TOP_KEYS = ("mode", "apps", "networks", "destinations")
+_TOP_KEYS = ("mode", "apps", "identity", "identities", "networks", "destinations")
 _NETWORK_KEYS = ("name", "clients", "mode", "apps")
 _APP_KEYS = ("app_key", "name", "tenants")
 _DESTINATION_KEYS = ("ip_ranges", "services", "regions", "cidrs", "media_hosts")
@@ -186,6 +190,8 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     apps: tuple[App, ...] = ()
     mode: str | None = ENFORCE
     networks: tuple[Network, ...] = ()
+    identity: IdentitySettings | None = None
+    identities: tuple[IdentityEntry, ...] = ()
     destinations = _default_destinations()
     if top is not None:
         if "mode" in top:
@@ -212,6 +218,7 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
             )
         if apps:
             _check_header_size(reader, top["apps"][0], apps, "apps")
+        identity, identities = _parse_identity_sections(reader, top, path, networks, bool(apps))
     if reader.problems:
         raise ConfigError(reader.problems)
     return Allowlist(
@@ -220,6 +227,8 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
         destinations=destinations,
         mode=mode or ENFORCE,
         networks=networks,
+        identity=identity,
+        identities=identities,
         warnings=tuple(reader.warnings),
     )
 
@@ -249,6 +258,30 @@ def _check_nesting(text: str, path: Path) -> None:
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+
+
+def _parse_identity_sections(
+    reader: _Reader,
+    top: dict[str, tuple[yaml.Node, yaml.Node]],
+    path: Path,
+    networks: tuple[Network, ...],
+    has_default_apps: bool,
+) -> tuple[IdentitySettings | None, tuple[IdentityEntry, ...]]:
+    # Imported here: identity_config builds on this module's reader and app parser.
+    from .identity_config import parse_identities, parse_identity
+
+    settings = parse_identity(reader, top["identity"][1], path) if "identity" in top else None
+    if "identities" not in top:
+        return settings, ()
+    identities = parse_identities(
+        reader,
+        top["identities"][1],
+        settings=settings,
+        identity_given="identity" in top,
+        has_default_apps=has_default_apps,
+        taken_names={network.name: network.line for network in networks},
+    )
+    return settings, identities
 
 
 def load_allowlist(path: Path) -> Allowlist:
@@ -454,30 +487,41 @@ def _parse_networks(
         if fields is None:
             continue
         name = _network_name(reader, fields, network_node, field, names)
-        mode: str | None = None  # None: missing or invalid, reported
-        if "mode" in fields:
-            mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
-        else:
-            reader.problem(
-                network_node,
-                f"{field}.mode",
-                "missing: say 'enforce' or 'observe' for these clients",
-            )
-        apps: tuple[App, ...] | None = None
-        if "apps" in fields:
-            apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
-            if apps:
-                _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
-        elif mode == ENFORCE and not has_default_apps:
-            reader.problem(
-                network_node,
-                f"{field}.apps",
-                "missing: mode enforce needs apps, listed here or at the top level",
-            )
+        mode, apps = _entry_mode_and_apps(
+            reader, fields, network_node, field, has_default_apps, "these clients"
+        )
         clients = _network_clients(reader, fields, network_node, field, index, seen)
         if name is not None and mode is not None and clients:
             networks.append(Network(name, clients, mode, apps, _line(network_node)))
     return tuple(networks)
+
+
+def _entry_mode_and_apps(
+    reader: _Reader,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    node: yaml.Node,
+    field: str,
+    has_default_apps: bool,
+    whom: str,
+) -> tuple[str | None, tuple[App, ...] | None]:
+    """An entry's `mode` (None: missing or invalid, reported) and `apps` (None: the top level's)."""
+    mode: str | None = None
+    if "mode" in fields:
+        mode = reader.choice(fields["mode"][1], f"{field}.mode", MODES)
+    else:
+        reader.problem(node, f"{field}.mode", f"missing: say 'enforce' or 'observe' for {whom}")
+    apps: tuple[App, ...] | None = None
+    if "apps" in fields:
+        apps = _parse_apps(reader, fields["apps"][1], f"{field}.apps")
+        if apps:
+            _check_header_size(reader, fields["apps"][0], apps, f"{field}.apps")
+    elif mode == ENFORCE and not has_default_apps:
+        reader.problem(
+            node,
+            f"{field}.apps",
+            "missing: mode enforce needs apps, listed here or at the top level",
+        )
+    return mode, apps
 
 
 def _network_name(
@@ -486,10 +530,12 @@ def _network_name(
     network_node: yaml.Node,
     field: str,
     names: dict[str, int],
+    what: str = "network",
 ) -> str | None:
+    """The entry's name, unique among `names` (networks and identities share them)."""
     if "name" not in fields:
         reader.problem(
-            network_node, f"{field}.name", "missing: name the network (for logs and metrics)"
+            network_node, f"{field}.name", f"missing: name the {what} (for logs and metrics)"
         )
         return None
     name_node = fields["name"][1]

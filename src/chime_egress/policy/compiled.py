@@ -8,6 +8,7 @@ configuration, old or new, never a mix.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,10 @@ class Policy:
     def sources(self) -> tuple[Path, ...]:
         """Files whose change means the policy must be rebuilt."""
         ranges_file = self.allowlist.destinations.ip_ranges
-        return (self.allowlist.path,) if ranges_file is None else (self.allowlist.path, ranges_file)
+        files = (
+            (self.allowlist.path,) if ranges_file is None else (self.allowlist.path, ranges_file)
+        )
+        return files + _identity_files(self.allowlist)
 
     def summary(self) -> str:
         apps = self.allowlist.apps
@@ -51,6 +55,8 @@ class Policy:
         )
         if self.allowlist.mode != ENFORCE:
             text += f"; mode {self.allowlist.mode}"
+        if identities := self.clients.identities:
+            text += "; identities " + ", ".join(f"{i.name} ({i.mode})" for i in identities)
         if networks := self.clients.networks:
             text += "; networks " + ", ".join(f"{n.name} ({n.mode})" for n in networks)
         return text
@@ -59,6 +65,7 @@ class Policy:
 def load_policy(allowlist_path: Path) -> Policy:
     """Read the allowlist and the ranges file it names; raises ConfigError naming file and line."""
     signature = files_signature((allowlist_path,))
+    started = time.time_ns()
     allowlist = load_allowlist(allowlist_path)
     destinations = allowlist.destinations
     ranges: RangesSnapshot | None = None
@@ -68,6 +75,7 @@ def load_policy(allowlist_path: Path) -> Policy:
         ranges = _load_ranges(allowlist)
         prefixes.extend(ranges.prefixes)
     prefixes.extend(Prefix(network, "cidrs", "", "cidrs") for network in destinations.cidrs)
+    signature += _read_signature(_identity_files(allowlist), started)
     headers = build_headers(header_input(allowlist.apps))
     return Policy(
         allowlist=allowlist,
@@ -103,6 +111,23 @@ def _load_ranges(allowlist: Allowlist) -> RangesSnapshot:
             ]
         )
     return ranges
+
+
+def _identity_files(allowlist: Allowlist) -> tuple[Path, ...]:
+    return allowlist.identity.files if allowlist.identity is not None else ()
+
+
+def _read_signature(paths: tuple[Path, ...], started_ns: int) -> FilesSignature:
+    """Fingerprints of files already read: one changed while they were read counts as unread.
+
+    These files are named by the allowlist, so they cannot be fingerprinted before they are
+    read; a file edited while it was read gets a fingerprint no file has, so it is read again.
+    """
+    finished_ns = time.time_ns()
+    return tuple(
+        None if entry is None or started_ns <= entry[3] <= finished_ns else entry
+        for entry in files_signature(paths)
+    )
 
 
 def files_signature(paths: tuple[Path, ...]) -> FilesSignature:

@@ -23,8 +23,8 @@ def refusal_hint(policy: ClientPolicy, client_address: str, config: str) -> str:
     if len(apps) > _SHOWN_APPS:
         keys += f", ... ({len(apps)} in all)"
     hints = [
-        f"the meeting's app is not listed for network {policy.name} (AppKeys {keys}): add its "
-        f"AppKey if the organisation uses it ({APP_KEYS_NOT_LISTED.code})"
+        f"the meeting's app is not listed for {policy.kind} {policy.name} (AppKeys {keys}): add "
+        f"its AppKey if the organisation uses it ({APP_KEYS_NOT_LISTED.code})"
     ]
     limited = [app for app in apps if app.tenants]
     if limited:
@@ -35,8 +35,11 @@ def refusal_hint(policy: ClientPolicy, client_address: str, config: str) -> str:
             f"or its app is listed with tenants ({shown}) and the meeting has none of them "
             f"({TENANTS_OTHER_TENANTS.code}, {TENANTS_SESSION_WITHOUT_TENANTS.code})"
         )
+    who = f"--client {client_address}"
+    if policy.kind == "identity":
+        who = f"--user USER --group GROUP {who}"  # the names are not the hint's to show
     command = (
         f"chime-egress explain --config {shlex.quote(os.path.abspath(config))} "
-        f"--client {client_address} --app-key KEY [--tenant ID]"
+        f"{who} --app-key KEY [--tenant ID]"
     )
     return f"{' '.join(hints)}; check a meeting with: {command}"

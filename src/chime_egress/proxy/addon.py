@@ -43,6 +43,7 @@ from .endpoint import (
     health_answer,
     live_answer,
 )
+from .identity import Identities
 from .injection import INJECTED_NETWORK, Injector
 from .jsonlog import fields, open_json_log, parse_json_log_target
 from .metrics import Metrics, MetricsServer, parse_listen_address
@@ -65,6 +66,17 @@ __all__ = ["INJECTED_NETWORK", "ChimeHeaders"]
 
 logger = logging.getLogger("chime_egress")
 
+_PROXYAUTH_CONFLICT = (
+    "the allowlist's identity section checks proxy credentials itself; unset mitmproxy's "
+    "proxyauth option (its LDAP check blocks every connection while the directory answers, "
+    "and 'any' accepts made-up user names), or remove the identity section"
+)
+
+
+def _proxyauth_set() -> bool:
+    """Whether mitmproxy's own proxyauth is on (absent where its addon is not loaded)."""
+    return bool(getattr(ctx.options, "proxyauth", None))
+
 
 class ChimeHeaders:
     # The name mitmproxy knows the addon by (`master.addons.get`); resident.py looks for it.
@@ -75,7 +87,8 @@ class ChimeHeaders:
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self.observer = Observer(self.current, self.metrics)
-        self.router = Router(self.current, self.metrics, self.observer)
+        self.identities = Identities(self.current, self.metrics)
+        self.router = Router(self.current, self.metrics, self.observer, self.identities)
         self.injector = Injector(self.router, self.metrics)
         self.connector = Connector(self.router, self.metrics, self._listeners)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
@@ -141,6 +154,8 @@ class ChimeHeaders:
             except ReadTimeout as error:
                 raise exceptions.OptionsError(f"chime_allowlist: {path}: {error}") from None
             self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
+        if self.policy is not None and self.policy.allowlist.identity and _proxyauth_set():
+            raise exceptions.OptionsError(_PROXYAUTH_CONFLICT)
 
     def _configure_json_log(self, text: str) -> None:
         try:
@@ -203,6 +218,7 @@ class ChimeHeaders:
         here when not given: an allowlist option set while running)."""
         previous = self.current.policy if self.current.loaded else None
         self.current.publish(policy)
+        self.identities.update(policy.allowlist.identity)
         # Nothing below may undo a published reload, nor stop the watcher task.
         try:
             self.metrics.configuration_loaded(
@@ -221,6 +237,8 @@ class ChimeHeaders:
         )
         for warning in policy.allowlist.warnings:
             logger.warning(f"chime: allowlist warning: {warning}")
+        if policy.allowlist.identity is not None and _proxyauth_set():
+            logger.error(f"chime: {_PROXYAUTH_CONFLICT}")
 
     # Life cycle
 
@@ -230,6 +248,7 @@ class ChimeHeaders:
 
     def done(self) -> None:
         self.watcher.stop()
+        self.identities.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
@@ -245,7 +264,8 @@ class ChimeHeaders:
 
     # Connections and requests, each handed to its collaborator
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        await self.identities.http_connect(flow)
         self.router.http_connect(flow)
 
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -265,6 +285,10 @@ class ChimeHeaders:
         if own:
             self.endpoint.answer(flow)
             return
+        if self.identities.resolver is not None:  # an identity section: who is asking
+            await self.identities.requestheaders(flow)
+            if flow.response is not None:  # answered 407 or 502: it goes nowhere
+                return
         await self.injector.requestheaders(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:

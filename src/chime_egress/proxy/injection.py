@@ -46,7 +46,7 @@ class Injector:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
             verdict = self.router.verdict_for(flow.server_conn)
-            client_policy = self.router.client_policy(flow.client_conn)
+            judged_now = verdict is None
             if verdict is None:
                 # Not decided at the connection level: absolute-form HTTP through the proxy
                 # (judged per request), or a connection whose routing could not judge it.
@@ -54,9 +54,11 @@ class Injector:
                     verdict = await self.router.judge_request(flow)
                 else:
                     verdict = await self.router.judge(flow.server_conn)
-                if verdict.is_chime:
-                    self._log_request_decision(flow, verdict, client_policy)
             if verdict.is_chime:
+                # Only asked for Chime: an unknowable identity (it raises) must not stop the rest.
+                client_policy = self.router.client_policy(flow.client_conn, flow)
+                if judged_now:
+                    self._log_request_decision(flow, verdict, client_policy)
                 if client_policy.observing:
                     # Reaches here only for plain HTTP (or a reload after the connection was
                     # decided): what observe mode promises is to add nothing.
@@ -124,6 +126,7 @@ class Injector:
                 host=flow.request.pretty_host,
                 destination=verdict.address,
                 prefix=str(verdict.prefix),
+                **self.router.identities.log_fields(flow.client_conn, flow),
             ),
         )
 
@@ -232,6 +235,7 @@ class Injector:
                 tenants=tenants,
                 hint=hint,
                 response=excerpt or None,
+                **self.router.identities.log_fields(flow.client_conn, flow),
             ),
         )
 

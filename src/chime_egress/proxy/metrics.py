@@ -32,6 +32,7 @@ INTERCEPTED = "intercepted"
 PASSED_THROUGH = "passed_through"
 MEDIA = "media_passed_through"
 OBSERVED = "observed"
+REFUSED = "refused"  # Chime, but who is asking cannot be known: every request answered 502
 
 
 class Metrics:
@@ -40,7 +41,8 @@ class Metrics:
         self.connections = self._counter(
             "connections",
             "Client connections by decision: intercepted (Chime, headers added), passed_through "
-            "(not Chime), media_passed_through (Chime media), observed (Chime, observe mode).",
+            "(not Chime), media_passed_through (Chime media), observed (Chime, observe mode), "
+            "refused (Chime, but who is asking cannot be known now).",
             "network",
             "outcome",
         )
@@ -108,6 +110,24 @@ class Metrics:
             "Apps whose AppKey the proxy sends, per network policy (0 in observe mode).",
             "network",
             "mode",
+        )
+        self.identity_lookups = self._counter(
+            "identity_lookups",
+            "Checks of who is asking, by source (htpasswd, ldap: credentials; ldap_groups) and "
+            "result (cached, cached_failure, accepted, rejected, answered, unavailable).",
+            "source",
+            "result",
+        )
+        self.identity_refused = self._counter(
+            "identity_refused",
+            "Proxy requests answered 407 or 502 before going anywhere, by reason "
+            "(credentials_missing, credentials_rejected, directory_unavailable).",
+            "reason",
+        )
+        self.identity_headers_ignored = self._counter(
+            "identity_headers_ignored",
+            "Requests carrying the trusted identity header from an address that is not a listed "
+            "parent proxy: ignored and removed.",
         )
         # Labelled children by (metric, labels): labels() takes a lock and builds a key on
         # every call, a cost paid per connection and per request otherwise.

@@ -19,6 +19,7 @@ from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
 
 from ..policy.compiled import Policy
+from ..policy.identity import Identity
 from ..untrusted import printable
 from .current import CurrentPolicy
 from .jsonlog import fields
@@ -43,6 +44,7 @@ class Observation:
     started: float
     bytes_from_client: int = 0
     bytes_from_server: int = 0
+    identity: Identity | None = None  # who asked, when known: a reload re-chooses by it
 
 
 class ObservingRelay(layers.TCPLayer):
@@ -95,6 +97,7 @@ class Observer:
         prefix: str,
         sni: str | None,
         network: str,
+        identity: Identity | None = None,
     ) -> None:
         """Relay a Chime connection untouched; its record is logged when the client leaves."""
         context = nextlayer.context
@@ -108,6 +111,7 @@ class Observer:
             prefix=prefix,
             network=network,
             started=time.monotonic(),
+            identity=identity,
         )
         if context.client.transport_protocol == "tcp":
             self._observations[context.client] = observation
@@ -128,7 +132,7 @@ class Observer:
             return True
         policy = self.current.policy
         observation.policy = policy
-        client_policy = policy.clients.for_client(observation.client_address)
+        client_policy = policy.clients.select(observation.identity, observation.client_address)
         if client_policy.observing:
             return True
         logger.info(

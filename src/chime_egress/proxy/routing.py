@@ -34,8 +34,9 @@ from ..policy.ranges import Prefix, is_chime_name, parse_address
 from ..untrusted import printable
 from .current import CurrentPolicy
 from .http_only import refuse_http1_trailers, require_http
+from .identity import Identities, IdentityUnavailable
 from .jsonlog import fields
-from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, Metrics
+from .metrics import INTERCEPTED, MEDIA, OBSERVED, PASSED_THROUGH, REFUSED, Metrics
 from .observing import Observer, raw_relay
 from .peers import client_address, client_peer, server_name
 
@@ -62,10 +63,13 @@ class _NeedMoreData(Exception):
 class Router:
     """Chooses mitmproxy's layer for each new connection, and remembers each verdict."""
 
-    def __init__(self, current: CurrentPolicy, metrics: Metrics, observer: Observer) -> None:
+    def __init__(
+        self, current: CurrentPolicy, metrics: Metrics, observer: Observer, identities: Identities
+    ) -> None:
         self.current = current
         self.metrics = metrics
         self.observer = observer
+        self.identities = identities
         self._verdicts: WeakKeyDictionary[connection.Server, Verdict] = WeakKeyDictionary()
         self._decided: WeakSet[connection.Server] = WeakSet()
         self._intercepted: WeakSet[connection.Server] = WeakSet()
@@ -74,8 +78,11 @@ class Router:
         )
         self._connect_alpn: WeakKeyDictionary[connection.Client, str] = WeakKeyDictionary()
 
-    def client_policy(self, client: connection.Client) -> ClientPolicy:
-        return self.current.policy.clients.for_client(client_address(client))
+    def client_policy(
+        self, client: connection.Client, flow: http.HTTPFlow | None = None
+    ) -> ClientPolicy:
+        """Who is asking decides, else where from (identity.py); raises when it cannot."""
+        return self.identities.client_policy(client, flow)
 
     def verdict_for(self, server: connection.Server) -> Verdict | None:
         """The verdict made when the connection was routed, if it was."""
@@ -116,7 +123,13 @@ class Router:
             )
             return
         self._decided.add(server)
-        client_policy = self.client_policy(context.client)
+        try:
+            client_policy = self.client_policy(context.client)
+        except IdentityUnavailable as error:
+            if verdict.is_chime:  # left intercepted: injection.py refuses each request (502)
+                self._log_unidentified(context, verdict, str(error))
+                return
+            client_policy = self.current.policy.clients.for_client(client_address(context.client))
         outcome = self._route(nextlayer, verdict, client_policy, sni, why_media)
         self.metrics.child(self.metrics.connections, client_policy.name, outcome).inc()
         if outcome == INTERCEPTED:
@@ -205,6 +218,7 @@ class Router:
                 prefix=str(verdict.prefix),
                 sni=sni,
                 network=client_policy.name,
+                identity=self.identities.state(context.client).identity,
             )
             return OBSERVED
         if why_media is None:
@@ -252,6 +266,23 @@ class Router:
                 destination=verdict.address,
                 prefix=str(verdict.prefix) if verdict.prefix else None,
                 reason=why_media,
+                **self.identities.log_fields(context.client),
+            ),
+        )
+
+    def _log_unidentified(self, context: Context, verdict: Verdict, why: str) -> None:
+        self.metrics.child(self.metrics.connections, "unidentified", REFUSED).inc()
+        client, host = client_peer(context.client), server_name(context.server)
+        logger.warning(
+            f"chime: refusing {client} -> {host} [{verdict.address}] matched {verdict.prefix}: "
+            f"who is asking decides its Chime policy, and {why}",
+            extra=fields(
+                "connection_refused",
+                client=client,
+                host=host,
+                destination=verdict.address,
+                prefix=str(verdict.prefix),
+                reason=why,
             ),
         )
 
