@@ -111,7 +111,8 @@ CASES: dict[str, tuple[str | bytes, str | None, list[str]]] = {
         "- a\n- b\n",
         None,
         [
-            "F:1: must be a mapping with keys mode, apps, identity, identities, networks, destinations"
+            "F:1: must be a mapping with keys mode, apps, identity, identities, networks, "
+            "destinations"
         ],
     ),
     "unknown-key": (
