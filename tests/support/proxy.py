@@ -98,15 +98,21 @@ def build_command(
         cmd += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
     if allowlist is not None:
         cmd += ["--set", f"chime_allowlist={allowlist}"]
-    # Wherever the addon may run (the entry script, a copy of it, the launcher, or a script that
-    # loads it later), and only when the test does not set it: two values for one option are
-    # refused at start.
-    if script is not None and not any(
+    # Wherever the headers addon may run (its entry script or a copy, the launcher, or the test
+    # script that loads it later), and only when the test does not set it: two values for one
+    # option are refused at start, and an option no loaded addon defines is refused too.
+    if _runs_headers_addon(script) and not any(
         arg.startswith("chime_local_destinations=") for arg in extra_args
     ):
         cmd += ["--set", f"chime_local_destinations={TEST_LOCAL_DESTINATIONS}"]
     cmd += list(extra_args)
     return cmd
+
+
+def _runs_headers_addon(script: Path | str | None) -> bool:
+    if script is None:
+        return False
+    return script == LAUNCHER or Path(script).name in ("chime_headers.py", "control.py")
 
 
 class MitmdumpProcess(Service):

@@ -137,7 +137,7 @@ def parse_check_host(text: str) -> str:
 
 def unknown_options(names: Iterable[str], known: Iterable[str] = OPTION_NAMES) -> list[str]:
     """A message for each chime_* name among `names` that is not `known` (a typo, say)."""
-    known = sorted(known)
+    known = sorted(name for name in known if name.startswith(OPTION_PREFIX))
     messages = []
     for name in sorted(names):
         if not name.startswith(OPTION_PREFIX) or name in known:
