@@ -114,23 +114,24 @@ from participants_report import Outcome, report  # noqa: E402
 from participants_wire import raise_fd_limit  # noqa: E402
 from procstats import Group, Usage, memory, snapshot  # noqa: E402
 
+from tests.support.config import Allowlist, App  # noqa: E402
 from tests.support.proxy import clean_env  # noqa: E402
 from tests.support.tls import TestCA  # noqa: E402
 
 CHIME_HOST = "127.0.0.2"
 MEDIA_SNI = "ice.bench.chime.aws"
+ALLOWLIST = Allowlist(
+    apps=[
+        App("BenchAppKey1", tenants=["benchTenantA", "benchTenantB"]),
+        App("BenchAppKey2", tenants=["benchTenantC"]),
+    ],
+    cidrs=[f"{CHIME_HOST}/32"],
+    extra_destination_lines=['  media_hosts: ["ice.*.chime.aws"]'],
+)
+# The headers it makes (the grammar in chime_egress/policy/headers.py), written out here rather
+# than computed by the code under test: the server checks every upgrade against them.
 APP_KEYS = "BenchAppKey1,BenchAppKey2"
 TENANTS = "BenchAppKey1:benchTenantA,benchTenantB;BenchAppKey2:benchTenantC"
-ALLOWLIST = f"""\
-apps:
-  - app_key: BenchAppKey1
-    tenants: [benchTenantA, benchTenantB]
-  - app_key: BenchAppKey2
-    tenants: [benchTenantC]
-destinations:
-  cidrs: [{CHIME_HOST}/32]
-  media_hosts: ["ice.*.chime.aws"]
-"""
 PROXY_COMMAND = (
     "chime-egress run --listen-host 127.0.0.1 --listen-port {port} --set confdir={confdir} "
     "--set chime_allowlist={allowlist} --set ssl_verify_upstream_trusted_ca={upstream_ca} "
@@ -180,8 +181,7 @@ class Bench:
         (self.confdir / "mitmproxy-ca-cert.pem").write_bytes(proxy.cert_path.read_bytes())
         self.proxy_ca = proxy.cert_path
         self.floor_cert = proxy.issue([CHIME_HOST], stem="floor")
-        self.allowlist = workdir / "allowlist.yaml"
-        self.allowlist.write_text(ALLOWLIST)
+        self.allowlist = ALLOWLIST.write(workdir)
         self.servers: list[Child] = []
         self.ports: dict[str, int] = {}
         self.scenario = scenario(args)

@@ -120,13 +120,13 @@ class Outcome:
     def one_line(self) -> str:
         parts = [f"{self.target} round {self.round}: joined {self.joined}/{self.participants}"]
         parts.append(f"in {self.join_seconds:.1f} s")
-        if self.seconds:
+        if self.seconds and self.rate_target:
             parts.append(
                 f"round trips {self.round_trips:,.0f}/s of {self.rate_target:,.0f}, "
                 f"p50 {ms(self.rtt.percentile(50))} p99 {ms(self.rtt.percentile(99))} ms"
             )
-        if self.usage is not None:
-            parts.append(f"proxy {self.usage.cores.get('proxy', 0):.2f} cores")
+        if self.usage is not None and "proxy" in self.usage.cores:
+            parts.append(f"proxy {self.usage.cores['proxy']:.2f} cores")
         if self.proxy_rss_joined:
             parts.append(f"RSS {self.proxy_rss_joined / MIB:.0f} MiB")
         parts.append(f"errors {self.error_count}")

@@ -158,8 +158,8 @@ class Link(asyncio.Protocol):
             self._waiter.set_exception(ConnectionError("connection closed during the handshake"))
         if self.on_close is not None:
             self.on_close()
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if self.peer is not None:
+            self.peer.close()
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -190,7 +190,7 @@ class Link(asyncio.Protocol):
             on_data(leftover)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and self.open:
+        if self.open and self.transport is not None:
             self.transport.write(data)
 
     def backlog(self) -> int:
@@ -198,6 +198,9 @@ class Link(asyncio.Protocol):
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
     def close(self) -> None:
+        """Close after what is written has been sent; nothing more is written from now on (a
+        TLS transport logs a warning for every write once it is closing)."""
+        self.open = False
         if self.transport is not None:
             self.transport.close()
 
@@ -238,6 +241,8 @@ class Histogram:
         if not self.count:
             return math.nan
         rank = max(1, math.ceil(self.count * q / 100))
+        if rank >= self.count:
+            return self.max  # the largest is known exactly
         seen = 0
         for bucket in sorted(self.counts):
             seen += self.counts[bucket]
