@@ -172,12 +172,15 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(kept) if kept else math.nan
 
 
-def cores(outcomes: list[Outcome], group: str, busiest: bool = False) -> float:
+def cores(outcomes: list[Outcome], group: str, busiest: bool = False, joins: bool = False) -> float:
+    """Median over the rounds of a group's cores (or its busiest process's) in the measured
+    window, or during the joins."""
+    usages = [o.join_usage if joins else o.usage for o in outcomes]
     return median(
         [
-            (o.usage.busiest if busiest else o.usage.cores).get(group, math.nan)
-            for o in outcomes
-            if o.usage is not None
+            (usage.busiest if busiest else usage.cores).get(group, math.nan)
+            for usage in usages
+            if usage is not None
         ]
     )
 
@@ -254,8 +257,9 @@ def traffic_table(by_target: dict[str, list[Outcome]], audio: bool) -> str:
 
 def join_table(by_target: dict[str, list[Outcome]], participants: int) -> str:
     headers = ["target", "joined", "join s", "joins/s", "join p50 ms", "join p99 ms"]
-    headers += ["proxy CPU ms/join", "proxy RSS MiB (PSS)", "RSS/participant KiB", "proxy fds"]
-    headers += ["alive at end", "gen+server RSS MiB"]
+    headers += ["proxy cores", "proxy CPU ms/join", "gen cores (busiest)"]
+    headers += ["proxy RSS MiB (PSS)", "RSS/participant KiB", "proxy fds", "alive at end"]
+    headers += ["gen+server RSS MiB"]
     rows = []
     for name, group in by_target.items():
         join = merged(group, lambda o: o.join)
@@ -269,12 +273,17 @@ def join_table(by_target: dict[str, list[Outcome]], participants: int) -> str:
             ms(join.percentile(50)),
             ms(join.percentile(99)),
         ]
+        per_join = [o.proxy_cpu_join / o.joined * 1000 for o in group if o.joined]
+        row += [
+            num(cores(group, "proxy", joins=True), ".2f") if name != "direct" else "-",
+            num(median(per_join), ".1f") if name != "direct" else "-",
+            f"{num(cores(group, 'generator', joins=True), '.2f')} "
+            f"({num(cores(group, 'generator', True, joins=True), '.2f')})",
+        ]
         if name == "direct":
-            row += ["-"] * 4
+            row += ["-"] * 3
         else:
-            per_join = [o.proxy_cpu_join / o.joined * 1000 for o in group if o.joined]
             row += [
-                num(median(per_join), ".1f"),
                 f"{num(median([o.proxy_rss_joined / MIB for o in group]), '.0f')} "
                 f"({num(median([o.proxy_pss_joined / MIB for o in group]), '.0f')})",
                 num(median([o.rss_per_participant / 1024 for o in group]), ".0f"),
