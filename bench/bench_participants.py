@@ -66,7 +66,8 @@ How to read the numbers
     shows that rather than the proxy's own cost.
   - RSS is the sum over the proxy's processes (PSS beside it, which counts shared pages once:
     the figure for several worker processes). Per participant: (after joins - before) / joined,
-    after a few warm-up joins, so one-time costs are left out.
+    after a few warm-up joins, so one-time costs are left out. "RSS growth" is what the proxy's
+    RSS grew in the measured window, per message relayed (both ways): memory kept per message.
   - File descriptors: one proxy process needs two per WebSocket (client and upstream), three per
     participant with video; the limit on these machines is 20,000 per process, which the run
     checks before starting (and raises the soft limit to the hard one).
@@ -415,7 +416,11 @@ class Bench:
         await asyncio.sleep(at + args.warmup - time.monotonic())
         start = snapshot(groups, time.monotonic())
         await asyncio.sleep(at + args.warmup + args.duration - time.monotonic())
-        usage = Usage.between(start, snapshot(groups, time.monotonic()))
+        end = snapshot(groups, time.monotonic())
+        usage = Usage.between(start, end)
+        # What the proxy kept of the traffic: RSS at the end of the window minus at its start
+        # (mitmproxy keeps every message of a relayed flow for the connection's life).
+        outcome.proxy_rss_growth = end.rss.get("proxy", 0) - start.rss.get("proxy", 0)
         ran = await asyncio.gather(*(c.receive(args.grace + 60) for c in generators))
         stream_rate = s.rate if s.name == "audio" else 0.0
         outcome.record_run(ran, args.duration, s.rate, stream_rate, usage)

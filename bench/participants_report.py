@@ -45,6 +45,7 @@ class Outcome:
     proxy_files_peak: int = 0
     proxy_processes: int = 0
     harness_rss: int = 0  # generator and server processes, after the joins
+    proxy_rss_growth: int = 0  # in the measured window
     proxy_log_errors: int = 0
     media_passed_through: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # "join connect", "run closed", ...
@@ -112,6 +113,16 @@ class Outcome:
         return (self.proxy_rss_joined - self.proxy_rss_before) / self.joined
 
     @property
+    def relayed(self) -> int:
+        """WebSocket messages the proxy relayed in the measured window, both ways."""
+        counts = self.counts
+        return 2 * counts.get("echoed", 0) + counts.get("stream_received", 0)
+
+    @property
+    def growth_per_message(self) -> float:
+        return self.proxy_rss_growth / self.relayed if self.relayed else math.nan
+
+    @property
     def video_mbits(self) -> float:
         if not self.seconds:
             return math.nan
@@ -144,6 +155,8 @@ class Outcome:
         data["round_trips_per_s"] = self.round_trips
         data["timeouts"] = self.timeouts
         data["rss_per_participant"] = self.rss_per_participant
+        data["relayed"] = self.relayed
+        data["growth_per_message"] = self.growth_per_message
         return data
 
 
@@ -216,8 +229,8 @@ def traffic_table(by_target: dict[str, list[Outcome]], audio: bool) -> str:
     headers += ["added p50", "added p99"]
     if audio:
         headers += ["server→client p50/p99 ms", "video Mbit/s in"]
-    headers += ["errors", "proxy cores", "proxy CPU wait", "gen cores (busiest)", "lag p99 ms"]
-    headers += ["server cores", "others"]
+    headers += ["errors", "proxy cores", "proxy CPU wait", "proxy RSS growth MiB (B/message)"]
+    headers += ["gen cores (busiest)", "lag p99 ms", "server cores", "others"]
     rows = []
     for name, group in by_target.items():
         rtt = merged(group, lambda o: o.rtt)
@@ -243,6 +256,10 @@ def traffic_table(by_target: dict[str, list[Outcome]], audio: bool) -> str:
             str(sum(o.error_count for o in group)),
             num(cores(group, "proxy"), ".2f") if name != "direct" else "-",
             num(median([o.usage.waiting.get("proxy", math.nan) for o in group if o.usage]), ".2f")
+            if name != "direct"
+            else "-",
+            f"{num(median([o.proxy_rss_growth / MIB for o in group]), '.1f')} "
+            f"({num(median([o.growth_per_message for o in group]), ',.0f')})"
             if name != "direct"
             else "-",
             f"{num(cores(group, 'generator'), '.2f')} "

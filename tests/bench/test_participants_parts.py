@@ -201,3 +201,8 @@ def test_outcome_derives_rates_timeouts_and_memory_per_participant() -> None:
     assert outcome.error_count == 12
     assert outcome.rss_per_participant == pytest.approx((10 << 20) / 100)
     assert outcome.examples == {"join timeout": "join took more than 30 s"}
+    # each echoed message crossed the proxy twice; the server's own stream once
+    outcome.counts["stream_received"] = 500
+    outcome.proxy_rss_growth = 249_000
+    assert outcome.relayed == 2 * 990 + 500
+    assert outcome.growth_per_message == pytest.approx(249_000 / 2480)
