@@ -34,19 +34,28 @@ Commands (run from the repository root; PYTHONPATH must be absolute so the proxy
 another folder, imports this checkout: the script prints which chime_egress the proxy imports):
 
     export PYTHONPATH=$PWD/src
-    python bench/bench_participants.py signaling --participants 250 --duration 30
+    python bench/bench_participants.py signaling --participants 250
     python bench/bench_participants.py signaling --participants 1000 --generator-processes 2
     python bench/bench_participants.py signaling --participants 2000 --generator-processes 2 \\
-        --join-concurrency 100 --duration 30
-    python bench/bench_participants.py audio --participants 200 --video-kbps 250
+        --server-processes 2
+    python bench/bench_participants.py audio --participants 200 --generator-processes 2 \\
+        --server-processes 2
     python bench/bench_participants.py idle --participants 10000 --targets proxy \\
         --generator-processes 2 --server-processes 2 --join-concurrency 200
-    python bench/bench_participants.py join --participants 2000 --join-concurrency 200
+    python bench/bench_participants.py join --participants 2000 --join-concurrency 200 \\
+        --generator-processes 2
     python bench/bench_participants.py signaling --participants 1000 --targets direct,proxy,w2 \\
         --proxy-command 'w2=chime-egress run --workers 2 --listen-host 127.0.0.1 \\
         --listen-port {port} --set confdir={confdir} --set chime_allowlist={allowlist} \\
         --set ssl_verify_upstream_trusted_ca={upstream_ca}'
+    python bench/bench_participants.py signaling --targets direct,proxy,bare \\
+        --without-headers bare --proxy-command 'bare=mitmdump --listen-host 127.0.0.1 \\
+        --listen-port {port} --set confdir={confdir} \\
+        --set ssl_verify_upstream_trusted_ca={upstream_ca}'
     python bench/bench_participants.py signaling --rounds 3 --json /tmp/participants.json
+
+The generator and server run on uvloop when it is installed (--loop; it is a test dependency),
+the floor on plain asyncio (--floor-loop). The exit code is 1 when a check failed.
 
 How to read the numbers
   - Round trips/s is what came back from messages sent in the measured window, against what
@@ -242,7 +251,8 @@ class Bench:
             "port": "{port}",
             "metrics_port": "{metrics_port}",
         }
-        words = [word.format(**values) for word in shlex.split(template)]
+        # A command pasted over several lines keeps its backslash-newlines inside the quotes.
+        words = [word.format(**values) for word in shlex.split(template.replace("\\\n", " "))]
         if "/" not in words[0] and (bin_dir / words[0]).exists():
             words[0] = str(bin_dir / words[0])
         return words
