@@ -96,6 +96,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import ssl
 import subprocess
 import sys
@@ -644,10 +645,21 @@ def machine() -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    """The whole run; the work folder (CAs, allowlist, proxy logs) goes unless --keep."""
     started = datetime.datetime.now().astimezone()
-    limit = raise_fd_limit()
     print_provenance(machine(), started)
     workdir = Path(tempfile.mkdtemp(prefix="chime-participants-"))
+    try:
+        return await run_in(args, workdir, started)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run_in(args: argparse.Namespace, workdir: Path, started: datetime.datetime) -> int:
+    limit = raise_fd_limit()
     bench = Bench(args, workdir)
     targets = bench.targets()
     print(f"proxy code: {proxy_code()}")
@@ -699,12 +711,6 @@ async def run(args: argparse.Namespace) -> int:
             )
             + "\n"
         )
-    if args.keep:
-        print(f"work folder kept: {workdir}")
-    else:
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(outcome.checks for outcome in outcomes) else 0
 
 
