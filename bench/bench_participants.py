@@ -25,7 +25,9 @@ Targets (--targets, in this order each round; --rounds N rotates the order)
              proxy's CA, adds the headers to the upgrade and copies bytes: what Python allows
   proxy      the real proxy: `chime-egress run` with the allowlist, as production runs it
   NAME       --proxy-command NAME='COMMAND' (repeatable) adds a target started by COMMAND, with
-             {port} {confdir} {allowlist} {upstream_ca} {metrics_port} {bin} {repo} filled in;
+             {port} {confdir} {allowlist} {upstream_ca} {metrics_port} {chime} {bin} {repo}
+             filled in ({chime}: the "Chime" server's address, which a proxy must be told to
+             reach: loopback destinations are refused by default);
              a first word without a slash that exists in {bin} (this Python's bin folder) is
              taken from there. It must listen on 127.0.0.1:{port}, use {confdir}'s CA (a
              throwaway one the script writes there) and trust {upstream_ca} upstream.
@@ -47,7 +49,8 @@ another folder, imports this checkout: the script prints which chime_egress the 
     python bench/bench_participants.py signaling --participants 1000 --targets direct,proxy,w2 \\
         --proxy-command 'w2=chime-egress run --workers 2 --listen-host 127.0.0.1 \\
         --listen-port {port} --set confdir={confdir} --set chime_allowlist={allowlist} \\
-        --set ssl_verify_upstream_trusted_ca={upstream_ca}'
+        --set ssl_verify_upstream_trusted_ca={upstream_ca} \\
+        --set chime_local_destinations={chime}/32'
     python bench/bench_participants.py signaling --targets direct,proxy,bare \\
         --without-headers bare --proxy-command 'bare=mitmdump --listen-host 127.0.0.1 \\
         --listen-port {port} --set confdir={confdir} \\
@@ -146,7 +149,7 @@ TENANTS = "BenchAppKey1:benchTenantA,benchTenantB;BenchAppKey2:benchTenantC"
 PROXY_COMMAND = (
     "chime-egress run --listen-host 127.0.0.1 --listen-port {port} --set confdir={confdir} "
     "--set chime_allowlist={allowlist} --set ssl_verify_upstream_trusted_ca={upstream_ca} "
-    "--set chime_metrics=127.0.0.1:{metrics_port}"
+    "--set chime_metrics=127.0.0.1:{metrics_port} --set chime_local_destinations={chime}/32"
 )
 PRIMER = 3  # joins before the memory baseline: certificates, caches and code paths warmed up
 VIDEO_PACKETS = 25  # video chunks a second per participant (TURN relays packets, not a stream)
@@ -249,6 +252,7 @@ class Bench:
             "upstream_ca": str(self.upstream_ca),
             "bin": str(bin_dir),
             "repo": str(REPO),
+            "chime": CHIME_HOST,
             "port": "{port}",
             "metrics_port": "{metrics_port}",
         }
