@@ -39,6 +39,7 @@ from tests.support.servers import EchoServer
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 CONTROL = SCRIPTS / "control.py"
 TAMPER = SCRIPTS / "tamper.py"
+PASSTHROUGH = SCRIPTS / "passthrough.py"
 APP_KEYS = "AppKey1"
 TENANTS = "AppKey1:orgId"
 ENTRIES = [pytest.param("script", id="mitmdump-s"), pytest.param(LAUNCHER, id="chime-egress-run")]
@@ -302,6 +303,21 @@ def test_another_addon_rewriting_the_headers_is_overruled(
     )
     assert_enforced(proxy, chime_server, "beside an addon that rewrites the headers")
     proxy.wait_for_log(r"another addon changed the Chime headers")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_another_addon_passing_chime_through_is_overruled(
+    proxy_launcher: ProxyLauncher,
+    allowlist: Path,
+    shim: Path,
+    chime_server: EchoServer,
+    entry: str,
+) -> None:
+    proxy = proxy_launcher.start(
+        allowlist, script=entry_script(entry, shim), extra_args=["-s", str(PASSTHROUGH)]
+    )
+    assert_enforced(proxy, chime_server, "beside an addon that passes TLS through")
+    proxy.wait_for_log(r"another addon asked to pass .* through undecrypted")
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

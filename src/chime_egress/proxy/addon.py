@@ -23,7 +23,7 @@ from pathlib import Path
 from mitmproxy import command, connection, ctx, exceptions, http, tcp
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
-from mitmproxy.tls import TlsData
+from mitmproxy.tls import ClientHelloData, TlsData
 from OpenSSL import SSL
 from OpenSSL._util import lib as _openssl
 
@@ -293,6 +293,9 @@ class ChimeHeaders:
 
     def request(self, flow: http.HTTPFlow) -> None:
         self.injector.request(flow)
+
+    def tls_clienthello(self, data: ClientHelloData) -> None:
+        self.router.tls_clienthello(data)
 
     def tls_start_client(self, data: TlsData) -> None:
         _release_idle_buffers(data)

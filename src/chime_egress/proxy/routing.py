@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary, WeakSet
 
-from mitmproxy import connection, ctx, http
+from mitmproxy import connection, ctx, http, tls
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.context import Context
@@ -115,12 +115,16 @@ class Router:
             nextlayer.layer = None  # ask again once more of the ClientHello has arrived
             return
         except Exception:
-            # Unsure: leave mitmproxy's default (intercept); each request re-judges and fails
-            # closed if it still cannot decide.
+            # Unsure: intercept, and only as HTTP (whatever mitmproxy's heuristics would choose
+            # for what is inside), so each request is judged again and fails closed if it still
+            # cannot be decided; never a raw relay of bytes that may be Chime-bound.
             logger.exception(
                 f"chime: cannot judge {client_peer(context.client)} -> "
-                f"{printable(server_name(server))}"
+                f"{printable(server_name(server))}; intercepting it, as HTTP only"
             )
+            self._decided.add(server)
+            self._intercepted.add(server)
+            self._require_http(nextlayer)
             return
         self._decided.add(server)
         try:
@@ -135,6 +139,20 @@ class Router:
         if outcome == INTERCEPTED:
             self._intercepted.add(server)
             self._require_http(nextlayer)
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """An intercepted Chime connection stays intercepted, whatever another addon decided.
+
+        The addon is last in mitmproxy's chain, so this runs after every other addon's hook:
+        one that set `ignore_connection` would have the TLS relayed raw, without the headers.
+        """
+        if data.ignore_connection and data.context.server in self._intercepted:
+            data.ignore_connection = False
+            logger.warning(
+                f"chime: another addon asked to pass {client_peer(data.context.client)} -> "
+                f"{printable(server_name(data.context.server))} through undecrypted; it is a "
+                "Chime connection and is intercepted"
+            )
 
     @staticmethod
     def _ask_mitmproxy(nextlayer: layer.NextLayer) -> None:
