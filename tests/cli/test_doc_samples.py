@@ -6,6 +6,7 @@ output as a terminal shows it (stdout and stderr in the order written). In the s
 line `...` stands for any number of lines, and `...` inside a line for any text. A sample that
 cannot run here (it needs a running proxy, or would rewrite a shipped file) says so in an HTML
 comment on the line before its block, `<!-- not run: WHY -->`, naming the test that covers it.
+(tests/support/docs.py reads the shown output.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.support import ROOT
+from tests.support.docs import printed_lines, shown_output_pattern
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROMPT = "$ chime-egress "
@@ -68,18 +70,6 @@ ALL = [sample for page in PAGES for sample in samples(page)]
 RUN = [sample for sample in ALL if sample.not_run is None]
 
 
-def shown_output_pattern(shown: tuple[str, ...]) -> re.Pattern[str]:
-    """The shown output as a regex: `...` alone is any lines, `...` in a line any text."""
-    parts: list[str] = []
-    for number, line in enumerate(shown):
-        if line.strip() == "...":
-            parts.append(r"(?:\n(?s:.*?))?" if number else r"(?s:.*?)")
-            continue
-        text = ".*".join(re.escape(piece) for piece in line.rstrip().split("..."))
-        parts.append(("\n" if number else "") + text)
-    return re.compile("".join(parts))
-
-
 def run_sample(command: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -100,7 +90,7 @@ def run_sample(command: str) -> subprocess.CompletedProcess[str]:
 def test_the_sample_prints_what_the_page_shows(sample: Sample) -> None:
     result = run_sample(sample.command)
     assert result.returncode in (0, 1, 3), f"{sample.command}: exit {result.returncode}"
-    printed = "\n".join(line.rstrip() for line in result.stdout.rstrip("\n").split("\n"))
+    printed = printed_lines(result.stdout)
     pattern = shown_output_pattern(sample.output)
     assert pattern.fullmatch(printed), (
         f"{sample.name}: `{sample.command}` printed\n{printed}\n--- the page shows ---\n"
