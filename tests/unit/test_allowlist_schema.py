@@ -91,9 +91,14 @@ def test_the_description_lists_every_rule_the_schema_cannot_express() -> None:
         assert words in SCHEMA["description"], rule
 
 
-def _readme_examples() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def _yaml_blocks(page: str) -> list[str]:
+    text = (ROOT / page).read_text(encoding="utf-8")
     return re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+
+
+# The example files the docs run their samples on; mistakes.yaml is invalid on purpose.
+EXAMPLES = ROOT / "docs" / "examples"
+MISTAKES = EXAMPLES / "mistakes.yaml"
 
 
 def _configmap_allowlist() -> str:
@@ -104,7 +109,17 @@ def _configmap_allowlist() -> str:
 SHIPPED = {
     "config/allowlist.yaml": (ROOT / "config" / "allowlist.yaml").read_text(encoding="utf-8"),
     "deploy/kubernetes/configmap.yaml": _configmap_allowlist(),
-    **{f"README.md example {n}": text for n, text in enumerate(_readme_examples(), start=1)},
+    **{f"README.md example {n}": text for n, text in enumerate(_yaml_blocks("README.md"), 1)},
+    # The allowlist's reference page: whole files, with nothing only an admin's machine has.
+    **{
+        f"docs/allowlist.md example {n}": text
+        for n, text in enumerate(_yaml_blocks("docs/allowlist.md"), 1)
+    },
+    **{
+        f"docs/examples/{path.name}": path.read_text(encoding="utf-8")
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+        if path != MISTAKES
+    },
 }
 
 
@@ -113,6 +128,20 @@ def test_every_shipped_example_is_valid_for_both(name: str) -> None:
     text = SHIPPED[name]
     assert validator_problems(text) == []
     assert schema_errors(text) == []
+
+
+def test_the_examples_cover_the_readme_and_the_reference_page() -> None:
+    names = " ".join(SHIPPED)
+    for expected in ("README.md example", "docs/allowlist.md example", "docs/examples/pilot"):
+        assert expected in names, sorted(SHIPPED)
+
+
+def test_the_example_of_mistakes_is_refused_by_both() -> None:
+    text = MISTAKES.read_text(encoding="utf-8")
+    fields = [problem.field for problem in validator_problems(text)]
+    assert fields == ["apps[0].tenants[1]", "apps[1].tenant"]
+    errors = schema_errors(text)
+    assert any("tenant" in error for error in errors) and len(errors) == 2, errors
 
 
 def test_the_shipped_allowlist_names_the_schema_for_editors() -> None:
