@@ -105,7 +105,12 @@ def test_json_for_a_client_of_the_default_settings(proxy: MitmdumpProcess) -> No
     assert answer.headers["Cache-Control"] == "no-store"
     document = answer.json
     assert document["client"] == {"address": "127.0.0.1"}
-    assert document["network"] == {"name": "default", "range": None, "mode": "enforce"}
+    assert document["network"] == {
+        "kind": "network",
+        "name": "default",
+        "range": None,
+        "mode": "enforce",
+    }
     assert document["headers"] == [
         {"name": "X-Amzn-Chime-App-Keys", "value": f"{MARKUP_KEY},CorpKey"},
         {"name": "X-Amzn-Chime-Tenants", "value": "CorpKey:corpOrg"},
@@ -125,13 +130,23 @@ def test_each_client_sees_its_own_network_and_nothing_of_the_others(
 ) -> None:
     sales = ask(proxy, "/check.json", source=SALES_CLIENT)
     assert sales.json["client"] == {"address": SALES_CLIENT}
-    assert sales.json["network"] == {"name": "sales", "range": "127.0.0.6/32", "mode": "enforce"}
+    assert sales.json["network"] == {
+        "kind": "network",
+        "name": "sales",
+        "range": "127.0.0.6/32",
+        "mode": "enforce",
+    }
     assert sales.json["headers"] == [
         {"name": "X-Amzn-Chime-App-Keys", "value": "SalesKey"},
         {"name": "X-Amzn-Chime-Tenants", "value": "SalesKey:salesOrg"},
     ]
     labs = ask(proxy, "/check.json", source=LABS_CLIENT)
-    assert labs.json["network"] == {"name": "labs", "range": "127.0.0.7/32", "mode": "observe"}
+    assert labs.json["network"] == {
+        "kind": "network",
+        "name": "labs",
+        "range": "127.0.0.7/32",
+        "mode": "observe",
+    }
     assert labs.json["headers"] == []
     # Neither the JSON nor the page of one client names another's network, addresses, apps or
     # tenants, nor the allowlist file.
@@ -160,6 +175,7 @@ def test_the_page_is_html_with_everything_escaped(proxy: MitmdumpProcess) -> Non
     assert '<a href="/ca.pem">' in html
     # Scripts asking for JSON at the page's own address get JSON.
     assert ask(proxy, "/", accept="application/json").json["network"] == {
+        "kind": "network",
         "name": "default",
         "range": None,
         "mode": "enforce",

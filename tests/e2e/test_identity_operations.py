@@ -176,6 +176,22 @@ def test_the_health_page_needs_no_credentials(htpasswd_proxy: MitmdumpProcess) -
     assert result.json["status"] == "healthy"
 
 
+def test_the_check_page_shows_the_askers_own_identity_entry(
+    htpasswd_proxy: MitmdumpProcess,
+) -> None:
+    page = "http://chime-egress.invalid/check.json"
+    anonymous = curl(page, proxy_port=htpasswd_proxy.port)
+    assert anonymous.status == 407, anonymous  # who is asking decides what the page shows
+    alice = curl(
+        page, proxy_port=htpasswd_proxy.port, extra_args=["--proxy-user", "alice:alice-pw"]
+    )
+    assert alice.status == 200, alice
+    assert alice.json["network"]["kind"] == "identity"
+    assert alice.json["network"]["name"] == "sales"
+    assert alice.json["headers"] == [{"name": "X-Amzn-Chime-App-Keys", "value": "CorpKey,CrmKey"}]
+    assert "alice" not in alice.text  # nor any other user's name: the entry's lists stay private
+
+
 def test_mitmproxys_own_proxyauth_is_refused_with_an_identity_section(
     mitm_confdir: Path, tmp_path: Path
 ) -> None:

@@ -93,14 +93,42 @@ def test_networks_added_and_removed_prefixes_and_media_hosts(tmp_path: Path) -> 
     lines = describe(diff)
     assert lines == [
         "network labs (10.30.0.0/16): added:",
-        "  mode: observe",
+        "  mode: observe; its clients had the settings of sales (mode observe), compared below",
         "network sales (10.30.0.0/16): removed:",
-        "  mode was observe; its clients now get the settings of the next match",
+        "  mode was observe; its clients now get the settings of labs (mode observe), compared "
+        "below",
         "Chime prefixes:",
         "  + 198.51.100.0/24",
         "media hosts: ice.*.chime.aws -> (none)",
     ]
     assert summary(diff) == "labs: added; sales: removed; prefixes +1 -0; media hosts (none)"
+
+
+def test_a_removed_network_is_compared_with_the_settings_its_clients_fall_to(
+    tmp_path: Path,
+) -> None:
+    """Removing an entry that enforced the top level's own apps changes nothing for its clients:
+    no header "(not sent)", no session "403 -> accept"."""
+    both = (
+        "apps: [{app_key: A, tenants: [orgId]}]\n"
+        "networks:\n  - {name: pilot, clients: [10.20.0.0/16], mode: enforce}\n"
+        "destinations: {cidrs: [192.0.2.0/24]}\n"
+    )
+    top_only = "apps: [{app_key: A, tenants: [orgId]}]\ndestinations: {cidrs: [192.0.2.0/24]}\n"
+    diff = diff_policies(policy(tmp_path, both), policy(tmp_path, top_only, "b.yaml"))
+    [removed] = [s for s in diff.settings if s.name == "pilot"]
+    assert (removed.status, removed.stand_in) == ("removed", "default")
+    assert removed.headers[0] == removed.headers[1]
+    assert removed.sessions == ()
+    assert describe(diff) == [
+        "network pilot (10.20.0.0/16): removed:",
+        "  mode was enforce; its clients now get the settings of the top level (mode enforce), "
+        "compared below",
+    ]
+    # The other way round: the new entry is compared with what its clients had, the top level.
+    added = diff_policies(policy(tmp_path, top_only, "c.yaml"), policy(tmp_path, both, "d.yaml"))
+    [entry] = [s for s in added.settings if s.name == "pilot"]
+    assert (entry.status, entry.stand_in, entry.sessions) == ("added", "default", ())
 
 
 def test_reordering_apps_changes_the_header_value_only(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ request is closed unread, whatever mitmproxy's streaming and size options say, s
 memory nor the app ever sees a large one. The reports file is created 0600.
 
 Policy logic (parsing, merging, matching) lives in :mod:`chime_egress.csp`, the options and the
-header plan in :mod:`chime_egress.csp_settings`, report parsing in :mod:`chime_egress.csp_reports`
+header plan in :mod:`chime_egress.csp.settings`, report parsing in :mod:`chime_egress.csp.reports`
 (all pure, called by the unit tests directly); this module is the small addon class, in the style
 of mitmproxy's bundled ``modifyheaders``/``blocklist``.
 """

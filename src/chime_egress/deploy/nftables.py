@@ -45,9 +45,9 @@ def render_nftables(
         f"# {source_comment(policy, config)}.",
         f"# Redirects TCP {', '.join(map(str, ports))} bound for Amazon Chime's meeting ranges to "
         f"port {proxy_port}",
-        "# on this machine, where mitmdump runs in transparent mode:",
-        f"#   mitmdump --mode transparent --listen-port {proxy_port} "
-        "-s addon/chime_headers.py --set chime_allowlist=...",
+        "# on this machine, where the proxy runs in transparent mode:",
+        f"#   chime-egress run --mode transparent --listen-port {proxy_port} "
+        "--set chime_allowlist=...",
         "# Apply with `nft -f FILE` (check first with `nft -c -f FILE`). Loading it again replaces",
         f"# the table inet {NFT_TABLE} and touches nothing else; `nft delete table inet "
         f"{NFT_TABLE}`",

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import plural
+from .allowlist import DEFAULT_NETWORK_NAME
 from .client_policy import ClientPolicies, ClientPolicy
 from .compiled import Policy
 from .headers import APP_KEYS_HEADER, TENANTS_HEADER
 from .identifiers import unused_identifier
+from .identity import Identity
 from .verdict import Session, judge_parsed
 
 ADDED = "added"
@@ -58,6 +60,9 @@ class SettingsDiff:
     tenants_removed: tuple[tuple[str, str], ...]
     headers: tuple[dict[str, str], dict[str, str]]  # name -> value; empty: nothing sent
     sessions: tuple[SessionChange, ...]
+    # An entry added or removed: the entry its clients fell to before, or fall to now; the
+    # apps, headers and sessions above compare with that entry's settings.
+    stand_in: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -74,6 +79,7 @@ class SettingsDiff:
             "tenants_added": [{"app_key": a, "tenant": t} for a, t in self.tenants_added],
             "tenants_removed": [{"app_key": a, "tenant": t} for a, t in self.tenants_removed],
             "headers": {"before": self.headers[0], "after": self.headers[1]},
+            "stand_in": self.stand_in,
             "sessions": [
                 {
                     "app_key": change.session.app_key,
@@ -139,31 +145,58 @@ def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
 def _settings_diffs(old: ClientPolicies, new: ClientPolicies) -> tuple[SettingsDiff, ...]:
     old_by_name = {policy.name: policy for policy in old.all}
     new_names = {policy.name for policy in new.all}
-    diffs = [_settings_diff(old_by_name.get(policy.name), policy) for policy in new.all]
-    diffs += [_settings_diff(policy, None) for policy in old.all if policy.name not in new_names]
+    diffs = []
+    for policy in new.all:
+        before = old_by_name.get(policy.name)
+        if before is None:  # added: its clients had another entry's settings until now
+            diffs.append(_settings_diff(_stand_in(policy, old), policy, ADDED))
+        else:
+            diffs.append(_settings_diff(before, policy))
+    for policy in old.all:
+        if policy.name not in new_names:  # removed: its clients fall to another entry now
+            diffs.append(_settings_diff(policy, _stand_in(policy, new), REMOVED))
     return tuple(diffs)
 
 
-def _settings_diff(old: ClientPolicy | None, new: ClientPolicy | None) -> SettingsDiff:
-    either = new or old
-    assert either is not None
+def _stand_in(entry: ClientPolicy, other: ClientPolicies) -> ClientPolicy:
+    """The settings `other` gives to the clients of `entry` (judged by its first range, or its
+    first user or group): where they came from when it is new, where they go when it is gone."""
+    if entry.kind == "identity":
+        user = min(entry.users) if entry.users else None
+        groups = frozenset({min(entry.groups)}) if entry.groups and user is None else frozenset()
+        return other.select(Identity(user, groups, "diff"), "")
+    if entry.clients:
+        return other.for_client(str(entry.clients[0].network_address))
+    return other.default
+
+
+def _settings_diff(old: ClientPolicy, new: ClientPolicy, status: str | None = None) -> SettingsDiff:
+    """`old` and `new` as they apply to the same clients; `status` for an added or removed
+    entry, which is compared with its stand-in (named in the diff)."""
+    stand_in = None
+    if status == ADDED:
+        stand_in, either = old.name, new
+    elif status == REMOVED:
+        stand_in, either = new.name, old
+    else:
+        either = new
     old_apps = _apps(old)
     new_apps = _apps(new)
     headers = (_header_values(old), _header_values(new))
-    mode = (old.mode if old else None, new.mode if new else None)
-    clients = (_clients(old), _clients(new))
+    mode = (old.mode, new.mode)
+    if status == ADDED:
+        clients: tuple[tuple[str, ...], tuple[str, ...]] = ((), _clients(new))
+    elif status == REMOVED:
+        clients = (_clients(old), ())
+    else:
+        clients = (_clients(old), _clients(new))
     apps_added = tuple(key for key in new_apps if key not in old_apps)
     apps_removed = tuple(key for key in old_apps if key not in new_apps)
     tenants_added, tenants_removed = _tenant_changes(old_apps, new_apps)
     sessions = _session_changes(old_apps, new_apps, old, new)
-    if old is None or new is None:
-        status = ADDED if old is None else REMOVED
-    elif (mode[0], clients[0], headers[0]) != (mode[1], clients[1], headers[1]) or (
-        old_apps != new_apps
-    ):
-        status = CHANGED
-    else:
-        status = UNCHANGED
+    if status is None:
+        changed = (mode[0], clients[0], headers[0]) != (mode[1], clients[1], headers[1])
+        status = CHANGED if changed or old_apps != new_apps else UNCHANGED
     return SettingsDiff(
         name=either.name,
         status=status,
@@ -175,6 +208,7 @@ def _settings_diff(old: ClientPolicy | None, new: ClientPolicy | None) -> Settin
         tenants_removed=tenants_removed,
         headers=headers,
         sessions=sessions,
+        stand_in=stand_in,
     )
 
 
@@ -294,9 +328,15 @@ def _describe_settings(settings: SettingsDiff) -> list[str]:
     lines = [f"{_title(settings)}:"]
     before, after = settings.mode
     if settings.status == ADDED:
-        lines.append(f"  mode: {after}")
+        lines.append(
+            f"  mode: {after}; its clients had the settings of {_named(settings.stand_in)} "
+            f"(mode {before}), compared below"
+        )
     elif settings.status == REMOVED:
-        lines.append(f"  mode was {before}; its clients now get the settings of the next match")
+        lines.append(
+            f"  mode was {before}; its clients now get the settings of "
+            f"{_named(settings.stand_in)} (mode {after}), compared below"
+        )
     elif before != after:
         lines.append(f"  mode: {before} -> {after}")
     if settings.clients[0] != settings.clients[1] and settings.status == CHANGED:
@@ -322,6 +362,10 @@ def _describe_settings(settings: SettingsDiff) -> list[str]:
             for change in settings.sessions
         ]
     return lines
+
+
+def _named(name: str | None) -> str:
+    return "the top level" if name in (None, DEFAULT_NETWORK_NAME) else str(name)
 
 
 def summary(diff: PolicyDiff) -> str:

@@ -93,7 +93,11 @@ class ChimeHeaders:
         self.connector = Connector(self.router, self.metrics, self._listeners)
         self.watcher = ReloadWatcher(self.current, self.metrics, self._publish)
         self.drain = Drain()
-        self.endpoint = ProxyEndpoint(self.current, lambda: self.drain.draining)
+        self.endpoint = ProxyEndpoint(
+            self.current,
+            lambda: self.drain.draining,
+            lambda flow: self.router.client_policy(flow.client_conn, flow),
+        )
         self.upgrades = UpgradeRelay()
         self._json_handler: logging.Handler | None = None
 
@@ -283,6 +287,12 @@ class ChimeHeaders:
         except Exception:  # a request the check cannot read is not ours: the injector judges it
             own = False
         if own:
+            if self.identities.resolver is not None and self.endpoint.wants_identity(flow):
+                # The check page shows the asker's own settings: learn who it is first (a 407
+                # asks the browser for credentials; the probes stay open to anyone).
+                await self.identities.requestheaders(flow)
+                if flow.response is not None:
+                    return
             self.endpoint.answer(flow)
             return
         if self.identities.resolver is not None:  # an identity section: who is asking

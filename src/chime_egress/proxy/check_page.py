@@ -67,6 +67,8 @@ def render_check_page(document: dict[str, Any]) -> str:
 
 def _network(network: dict[str, Any]) -> str:
     name = escape(str(network["name"]))
+    if network.get("kind") == "identity":
+        return f"{name} (an <code>identities</code> entry naming you or one of your groups)"
     if network["range"] is None:
         return f"{name} (the proxy's default settings)"
     return f"{name} (<code>{escape(str(network['range']))}</code>)"

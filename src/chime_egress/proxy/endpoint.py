@@ -31,6 +31,7 @@ from mitmproxy import http
 from .. import __version__
 from ..certificates import CERT_NAME, read_ca_certificate
 from ..policy.allowlist import ENFORCE
+from ..policy.client_policy import ClientPolicy
 from ..policy.compiled import Policy
 from ..policy.ranges import canonical_host, parse_address
 from .check_page import CONTENT_SECURITY_POLICY, render_check_page
@@ -104,9 +105,16 @@ def live_answer() -> Answer:
 class ProxyEndpoint:
     """Answers requests for the check host from the addon's state; nothing is forwarded."""
 
-    def __init__(self, current: CurrentPolicy, draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        current: CurrentPolicy,
+        draining: Callable[[], bool],
+        choose: Callable[[http.HTTPFlow], ClientPolicy] | None = None,
+    ) -> None:
         self.current = current
         self.draining = draining
+        # Which settings apply to the asking client: who it is (identities), else its address.
+        self.choose = choose
         self.host = DEFAULT_CHECK_HOST
         self.confdir: Path | None = None  # mitmproxy's, where its CA certificate is
         self._paths: dict[str, Callable[[http.HTTPFlow], Answer]] = {
@@ -142,8 +150,13 @@ class ProxyEndpoint:
 
     # The check page: the asking client's own facts, nothing of anyone else's
 
-    def check_document(self, address: str) -> dict[str, Any]:
-        """What the proxy does for a client at `address`: only that client's own settings."""
+    def wants_identity(self, flow: http.HTTPFlow) -> bool:
+        """The check page shows the asker's own settings: who it is matters (identities)."""
+        return flow.request.path.split("?", 1)[0] in (CHECK_PATH, CHECK_JSON_PATH)
+
+    def check_document(self, flow: http.HTTPFlow) -> dict[str, Any]:
+        """What the proxy does for the asking client: only that client's own settings."""
+        address = client_address(flow.client_conn)
         document: dict[str, Any] = {
             "addon": "chime_headers",
             "version": __version__,
@@ -152,10 +165,16 @@ class ProxyEndpoint:
         }
         policy = self.current.policy  # NoPolicyError without one: answered 500, never forwarded
         chosen = policy.clients.for_client(address)
+        if self.choose is not None:
+            try:
+                chosen = self.choose(flow)
+            except Exception as error:  # who is asking cannot be known now (a directory down)
+                document["client"]["identity"] = f"unknown now: {error}"
         parsed = parse_address(address)
         holding = [str(net) for net in chosen.clients if parsed is not None and parsed in net]
         loaded_at = self.current.published_at
         document["network"] = {
+            "kind": chosen.kind,
             "name": chosen.name,
             "range": holding[0] if holding else None,
             "mode": chosen.mode,
@@ -183,13 +202,13 @@ class ProxyEndpoint:
         }
 
     def _check_json(self, flow: http.HTTPFlow) -> Answer:
-        return Answer(200, self.check_document(client_address(flow.client_conn)))
+        return Answer(200, self.check_document(flow))
 
     def _check_page(self, flow: http.HTTPFlow) -> Answer:
         accept = flow.request.headers.get("Accept", "")
         if "application/json" in accept and "text/html" not in accept:
             return self._check_json(flow)
-        page = render_check_page(self.check_document(client_address(flow.client_conn)))
+        page = render_check_page(self.check_document(flow))
         return Answer(
             200,
             None,

@@ -8,7 +8,7 @@ keep it waiting for an addon that never defines it, and the proxy would run on t
 mitmproxy's own options are free, except the few that could let a Chime-bound request leave
 without exactly the configured headers; `refused_settings` names them and why. The list was made
 by reading mitmproxy 11's and 12's option lists (`mitmdump --options`) option by option; the
-README's "Options" section repeats it.
+docs/operations.md repeats it, with the reasons.
 """
 
 from __future__ import annotations
