@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
+import time
 import urllib.request
 from pathlib import Path
 
@@ -85,6 +87,7 @@ def test_snapshot_reflects_counts_and_configuration() -> None:
     assert snapshot["reloads_total"] == {"result=failed": 0, "result=succeeded": 0}
     assert 0 <= snapshot["config_age_seconds"] < 60
     assert not any(name.endswith("_created") for name in snapshot)
+    assert snapshot["process_resident_memory_bytes"] > 0  # the process collector's series
 
 
 def test_a_reload_that_drops_a_network_drops_its_app_count() -> None:
@@ -112,6 +115,26 @@ def test_metrics_server_serves_the_registry_and_stops() -> None:
         server.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_a_probe_that_resets_the_connection_leaves_no_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # HAProxy's httpchk resets its check connection as soon as it has the status line.
+    server = MetricsServer(Metrics().registry, "127.0.0.1", _free_port())
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as probe:
+                probe.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # A well-behaved scrape after them is still answered, and then every handler has run.
+        time.sleep(0.5)
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def _free_port() -> int:

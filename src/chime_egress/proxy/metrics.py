@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+)
 from prometheus_client.exposition import generate_latest
 
 from ..policy.client_policy import ClientPolicies
@@ -38,6 +45,9 @@ REFUSED = "refused"  # Chime, but who is asking cannot be known: every request a
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds: what a
+        # replica's capacity is judged by (docs/capacity.md), where no orchestrator measures it.
+        ProcessCollector(registry=self.registry)
         self.connections = self._counter(
             "connections",
             "Client connections by decision: intercepted (Chime, headers added), passed_through "
@@ -184,7 +194,9 @@ class Metrics:
                 if sample.name.endswith("_created"):
                     continue
                 name = sample.name.removeprefix(f"{PREFIX}_")
-                value = int(sample.value) if sample.value.is_integer() else sample.value
+                value = sample.value  # an int from the process collector, else a float
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
                 if sample.labels:
                     key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
                     result.setdefault(name, {})[key] = value
@@ -251,7 +263,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes and probes every few seconds: not for the proxy's log
 
-        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        server_class = _IPv6Server if ":" in host else _QuietServer
         # Raises OSError when the port is taken: the admin asked for metrics, so start-up fails.
         self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
@@ -270,5 +282,14 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-class _IPv6Server(ThreadingHTTPServer):
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # HAProxy's health checks reset the connection once they have the status line: a
+        # traceback in the proxy's log every check interval would bury the real errors.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _IPv6Server(_QuietServer):
     address_family = socket.AF_INET6
