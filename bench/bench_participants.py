@@ -51,6 +51,11 @@ another folder, imports this checkout: the script prints which chime_egress the 
         --listen-port {port} --set confdir={confdir} --set chime_allowlist={allowlist} \\
         --set ssl_verify_upstream_trusted_ca={upstream_ca} \\
         --set chime_local_destinations={chime}/32'
+    python bench/bench_participants.py signaling --participants 2000 --targets direct,proxy,ha2 \\
+        --proxy-command 'ha2=python bench/participants_haproxy.py --replicas 2 --port {port} \\
+        -- chime-egress run --listen-host 127.0.0.1 --set confdir={confdir} \\
+        --set chime_allowlist={allowlist} --set ssl_verify_upstream_trusted_ca={upstream_ca} \\
+        --set chime_local_destinations={chime}/32'
     python bench/bench_participants.py signaling --targets direct,proxy,bare \\
         --without-headers bare --proxy-command 'bare=mitmdump --listen-host 127.0.0.1 \\
         --listen-port {port} --set confdir={confdir} \\

@@ -86,3 +86,30 @@ def test_audio_video_is_passed_through_by_the_proxy(tmp_path: Path) -> None:
     assert outcome["media_passed_through"] >= 3, output
     assert outcome["counts"]["stream_received"] > 0, output
     assert outcome["counts"]["video_bytes_received"] > 0, output
+
+
+def test_the_scale_out_path_is_a_target_haproxy_in_front_of_two_replicas(tmp_path: Path) -> None:
+    through_haproxy = (
+        "ha2=python bench/participants_haproxy.py --replicas 2 --port {port} -- chime-egress run "
+        "--listen-host 127.0.0.1 --set confdir={confdir} --set chime_allowlist={allowlist} "
+        "--set ssl_verify_upstream_trusted_ca={upstream_ca} "
+        "--set chime_local_destinations={chime}/32"
+    )
+    code, output, document = bench(
+        tmp_path,
+        "audio",
+        "--participants",
+        "4",
+        "--video-kbps",
+        "64",
+        "--targets",
+        "ha2",
+        "--proxy-command",
+        through_haproxy,
+    )
+    outcome = by_target(document)["ha2"]
+    assert code == 0, output
+    assert outcome["checks"] == [], output  # every upgrade carried exactly the headers
+    assert outcome["joined"] == 4 and outcome["alive"] == 4, output
+    # Both replicas' logs reach the target's log: each video connection passed through once.
+    assert outcome["media_passed_through"] >= 4, output

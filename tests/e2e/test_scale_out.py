@@ -1,9 +1,7 @@
 """The scale-out path, run for real: Debian's HAProxy with deploy/haproxy.cfg in front of replicas.
 
-The shipped configuration is used as it is, but for what only exists in a container: Docker's
-DNS (its `resolvers` section and `server-template`) becomes one `server` line per replica on
-loopback, and the frontend binds a loopback port. Its health check (`/ready` on each replica's
-metrics port), balancing and timeouts are the shipped ones.
+The shipped configuration runs as it is but for Docker's DNS (tests/support/haproxy.py): its
+health check (`/ready` on each replica's metrics port), balancing and timeouts are the shipped ones.
 
 Checked: every replica injects exactly the configured headers; a reload reaches every replica;
 and a rollout: one replica drains (SIGTERM), HAProxy takes it out at once, new clients reach the
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -32,11 +29,10 @@ from tests.support.asserts import assert_chime_headers
 from tests.support.clients import curl
 from tests.support.config import App, write_config
 from tests.support.crowd import Crowd
+from tests.support.haproxy import local_haproxy_config
 from tests.support.proxy import LAUNCHER, LISTEN_HOST, MitmdumpProcess, ProxyLauncher
 from tests.support.servers import EchoServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "deploy" / "haproxy.cfg"
 REPLICAS = 2
 CONNECTIONS = 40  # the chance that all reach one of two replicas is negligible
 
@@ -64,33 +60,6 @@ class Replica:
             return int(error.code)
         except OSError:
             return 0
-
-
-def local_haproxy_config(port: int, replicas: list[Replica]) -> str:
-    """deploy/haproxy.cfg with loopback servers in place of Docker's DNS."""
-    text = SHIPPED.read_text(encoding="utf-8")
-    text = re.sub(r"\nresolvers docker\n(?:    .*\n)+", "\n", text)
-    # HAProxy needs two descriptors per connection: fit maxconn to this machine's limit.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    fitting = min(20000, (hard - 100) // 2)
-    text, count = re.subn(r"\n    maxconn 20000\n", f"\n    maxconn {fitting}\n", text)
-    assert count == 1, "deploy/haproxy.cfg's maxconn line changed"
-    assert "bind :8080" in text
-    text = text.replace("bind :8080", f"bind {LISTEN_HOST}:{port}")
-    template = re.search(
-        r"    server-template chime \d+ chime-egress:8080 (check .*?) resolvers docker "
-        r"init-addr none\n",
-        text,
-    )
-    assert template is not None, "deploy/haproxy.cfg's server-template line changed"
-    check = template.group(1)
-    assert "port 9108" in check
-    servers = "".join(
-        f"    server chime{index} {LISTEN_HOST}:{replica.proxy.port} "
-        f"{check.replace('port 9108', f'port {replica.metrics}')}\n"
-        for index, replica in enumerate(replicas)
-    )
-    return text.replace(template.group(0), servers)
 
 
 @pytest.fixture
@@ -169,7 +138,9 @@ def test_every_replica_injects_and_reloads_behind_haproxy(
     allowlist = write_config(tmp_path / "config", [App("AppKeyA")])
     replicas = start_replicas(proxy_launcher, allowlist, drain=20)
     config, port = balancer
-    config.write_text(local_haproxy_config(port, replicas), encoding="utf-8")
+    config.write_text(
+        local_haproxy_config(port, [(r.proxy.port, r.metrics) for r in replicas]), encoding="utf-8"
+    )
     haproxy = run_haproxy(haproxy_binary, config, port)
     try:
         wait_until(lambda: all(r.ready() == 200 for r in replicas), "replicas ready")
@@ -198,7 +169,9 @@ def test_a_rollout_costs_a_meeting_one_reconnect(
     drain = 3.0
     replicas = start_replicas(proxy_launcher, allowlist, drain=drain)
     config, port = balancer
-    config.write_text(local_haproxy_config(port, replicas), encoding="utf-8")
+    config.write_text(
+        local_haproxy_config(port, [(r.proxy.port, r.metrics) for r in replicas]), encoding="utf-8"
+    )
     haproxy = run_haproxy(haproxy_binary, config, port)
     try:
         wait_until(lambda: all(r.ready() == 200 for r in replicas), "replicas ready")
