@@ -257,7 +257,7 @@ def test_deployment_service_configmap_agree() -> None:
         objects["ConfigMap"],
     )
     spec = deployment["spec"]
-    assert spec["replicas"] == 3
+    assert "replicas" not in spec  # the HorizontalPodAutoscaler owns the count
     labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
@@ -293,6 +293,42 @@ def test_deployment_service_configmap_agree() -> None:
     assert f"kubectl create secret generic {secret}" in (KUBERNETES / "deployment.yaml").read_text()
     for needed in ("mitmproxy-ca.pem", "mitmproxy-ca-cert.pem", "mitmproxy-dhparam.pem"):
         assert needed in (KUBERNETES / "deployment.yaml").read_text()
+
+
+def test_autoscaler_and_disruption_budget_fit_the_deployment() -> None:
+    objects = kubernetes_objects()
+    deployment, autoscaler, budget = (
+        objects["Deployment"],
+        objects["HorizontalPodAutoscaler"],
+        objects["PodDisruptionBudget"],
+    )
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert autoscaler["apiVersion"] == "autoscaling/v2"
+    assert autoscaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert 3 <= autoscaler["spec"]["minReplicas"] < autoscaler["spec"]["maxReplicas"]
+    [metric] = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # Utilization is measured against the request: without one the autoscaler cannot act.
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+    assert resources["requests"]["cpu"] == "1"  # one process uses at most one core
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 80
+    # Scaling in drains a replica (each of its meetings reconnects once): slowly.
+    scale_down = autoscaler["spec"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 300
+    assert all(policy["value"] == 1 for policy in scale_down["policies"])
+
+    def mebibytes(quantity: str) -> int:
+        number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+        return int(number) * (1024 if unit == "Gi" else 1)
+
+    assert mebibytes(resources["requests"]["memory"]) <= mebibytes(resources["limits"]["memory"])
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def test_network_policy_opens_the_proxy_port_and_only_prometheus_reaches_metrics() -> None:
