@@ -5,8 +5,11 @@ with `--modify-headers` as the reference that has no drain), N WebSockets join t
 to a local TLS server and exchange a message each; then SIGTERM. Measured: how long until a new
 connection is refused, until /ready says 503, until every WebSocket is closed, until the process
 exits, and its exit code. The drain deadline (`chime_drain_seconds`) is the same for all.
+With --closed-first S, the participants close their WebSockets first and the signal comes S
+seconds later: the issue's own measurement (a proxy that had carried meetings, now idle).
 
     PYTHONPATH=$PWD/src python bench/bench_drain.py --participants 2000 --drain 10
+    PYTHONPATH=$PWD/src python bench/bench_drain.py --participants 2000 --drain 10 --closed-first 2
 """
 
 from __future__ import annotations
@@ -75,7 +78,13 @@ def ready_status(port: int) -> int:
 
 
 def measure(
-    entry: str, participants: int, drain: float, ca: TestCA, server: EchoServer, work: Path
+    entry: str,
+    participants: int,
+    drain: float,
+    ca: TestCA,
+    server: EchoServer,
+    work: Path,
+    closed_first: float | None = None,
 ) -> Result:
     allowlist = write_config(work / entry / "config", [App("AppKey1")])
     metrics = free_port()
@@ -106,6 +115,9 @@ def measure(
     join_seconds = time.monotonic() - started
     assert crowd.exchange(timeout=300) == participants, "not every WebSocket answered"
     assert proxy.pid is not None
+    if closed_first is not None:
+        crowd.close()
+        time.sleep(closed_first)
     signalled = time.monotonic()
     os.kill(proxy.pid, signal.SIGTERM)
     refused_after = not_ready_after = all_closed_after = exit_after = None
@@ -115,7 +127,7 @@ def measure(
             refused_after = now
         if not_ready_after is None and script is not None and ready_status(metrics) != 200:
             not_ready_after = now
-        if all_closed_after is None and crowd.closed() == participants:
+        if closed_first is None and all_closed_after is None and crowd.closed() == participants:
             all_closed_after = now
         if proxy.returncode is not None:
             exit_after = now
@@ -149,6 +161,12 @@ def main() -> int:
         default="chime-egress run,mitmdump -s,mitmdump --modify-headers",
         help="comma-separated, from: chime-egress run, mitmdump -s, mitmdump --modify-headers",
     )
+    parser.add_argument(
+        "--closed-first",
+        type=float,
+        metavar="S",
+        help="close every WebSocket first, signal S seconds later",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print_provenance(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -158,10 +176,24 @@ def main() -> int:
     cert = ca.issue([CHIME], stem="chime")
     with EchoServer(CHIME, mode="tls", cert=cert, name="chime") as server:
         for entry in args.entries.split(","):
-            results.append(measure(entry.strip(), args.participants, args.drain, ca, server, work))
+            results.append(
+                measure(
+                    entry.strip(),
+                    args.participants,
+                    args.drain,
+                    ca,
+                    server,
+                    work,
+                    args.closed_first,
+                )
+            )
+    what = (
+        f"{args.participants} open intercepted WebSockets"
+        if args.closed_first is None
+        else f"{args.participants} intercepted WebSockets closed {args.closed_first:g} s before"
+    )
     print(
-        f"\nSIGTERM with {args.participants} open intercepted WebSockets, "
-        f"chime_drain_seconds={args.drain:g} (seconds after the signal):\n"
+        f"\nSIGTERM with {what}, chime_drain_seconds={args.drain:g} (seconds after the signal):\n"
     )
     print(
         "| entry | joins took | new connections refused | /ready 503 | all closed | exit | code |"
