@@ -103,7 +103,8 @@ def test_a_reload_closes_an_observed_connection_of_a_user_now_enforced(
         connection.getresponse().read()
     connection.close()
     line = running.wait_for_log(r"chime: closing observed connection .*", since=since).group(0)
-    assert "identity pilot (users carol), mode enforce" in line
+    assert "identity pilot, mode enforce" in line
+    assert "carol" not in line  # the entry's people are named only with identity.log_users
     enforced = as_parent(running, chime_server, "carol")
     assert_chime_headers(enforced.headers(), "CorpKey", None, context=enforced)
 
@@ -229,10 +230,19 @@ def test_user_names_are_logged_only_when_enabled_and_passwords_never(
             extra_args=["--proxy-user", f"alice:{password}"],
         )
     proxy.wait_for_log(r"proxy authentication failed for alice")
+    # A user name is the client's text: a terminal escape in it reaches the log escaped.
+    curl(
+        chime_server.url("/logged"),
+        proxy_port=proxy.port,
+        cacert=proxy.ca_cert,
+        extra_args=["--proxy-user", "al\x1b[2Jice:pw"],
+    )
+    proxy.wait_for_log(r"proxy authentication failed for al\\x1b\[2Jice from")
+    assert "\x1b" not in proxy.output()
     records = [json.loads(line) for line in json_log.read_text().splitlines()]
     [intercepted] = [r for r in records if r["event"] == "connection_intercepted"]
     assert intercepted["user"] == "alice" and intercepted["network"] == "sales"
-    [failed] = [r for r in records if r["event"] == "proxy_auth_failed"]
-    assert failed["user"] == "alice"
+    failed = [r["user"] for r in records if r["event"] == "proxy_auth_failed"]
+    assert failed == ["alice", "al\x1b[2Jice"]  # JSON escapes it; the value stays exact
     everything = json_log.read_text() + proxy.output()
     assert "alice-pw" not in everything and "wrong-pw" not in everything

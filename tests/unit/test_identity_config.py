@@ -89,6 +89,8 @@ def test_identities_come_before_networks_first_match_in_file_order(tmp_path: Pat
     sales = clients.identities[1]
     assert sales.http1_headers == (("X-Amzn-Chime-App-Keys", "CorpKey,CrmKey"),)
     assert sales.describe() == "identity sales (users alice; groups sales), mode enforce"
+    assert sales.label() == "identity sales, mode enforce"  # the log's: nobody named
+    assert clients.networks[0].label() == clients.networks[0].describe()
     assert sales.kind == "identity" and clients.networks[0].kind == "network"
 
 

@@ -58,6 +58,13 @@ class ClientPolicy:
         where = f" ({', '.join(map(str, self.clients))})" if self.clients else ""
         return f"network {self.name}{where}, mode {self.mode}"
 
+    def label(self) -> str:
+        """The entry as the proxy's log names it: an identities entry by its name alone, since
+        the people it lists are named in the log only with `identity.log_users`."""
+        if self.kind == "identity":
+            return f"identity {self.name}, mode {self.mode}"
+        return self.describe()
+
 
 def compile_client_policy(
     name: str,

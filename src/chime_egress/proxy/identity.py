@@ -38,6 +38,7 @@ from mitmproxy.addons.proxyauth import is_http_proxy, make_auth_required_respons
 
 from ..policy.client_policy import ClientPolicy
 from ..policy.identity import Identity, IdentitySettings, fold
+from ..untrusted import printable
 from .current import CurrentPolicy
 from .directory import Directory, DirectoryUnavailable
 from .jsonlog import fields
@@ -318,7 +319,7 @@ class Identities:
             )
             return None
         if not ok:
-            who = user if resolver.settings.log_users else "a user"
+            who = printable(user, 64) if resolver.settings.log_users else "a user"
             client = client_peer(flow.client_conn)
             logger.info(
                 f"chime: proxy authentication failed for {who} from {client}",
@@ -363,10 +364,17 @@ class Identities:
 
     def _log_unavailable(self, flow: http.HTTPFlow, why: str, user: str | None = None) -> None:
         resolver = self.resolver
-        shown = user if resolver is not None and resolver.settings.log_users else None
+        # A user name is what the client sent: shown escaped, as every client-chosen text is.
+        shown = (
+            printable(user, 64)
+            if user is not None and resolver is not None and resolver.settings.log_users
+            else None
+        )
         client = client_peer(flow.client_conn)
         logger.warning(
-            f"chime: cannot tell who {client} is{f' ({shown})' if shown else ''}: {why}; "
-            "its Chime requests are refused",
-            extra=fields("identity_unavailable", client=client, user=shown, reason=why),
+            f"chime: cannot tell who {client} is{f' ({shown})' if shown else ''}: "
+            f"{printable(why)}; its Chime requests are refused",
+            extra=fields(
+                "identity_unavailable", client=client, user=user if shown else None, reason=why
+            ),
         )

@@ -117,7 +117,7 @@ class Injector:
         doing = "observing" if client_policy.observing else "intercepting"
         logger.info(
             f"chime: {doing} {client} -> {printable(flow.request.pretty_host)} "
-            f"[{verdict.address}] matched {verdict.prefix} ({client_policy.describe()})",
+            f"[{verdict.address}] matched {verdict.prefix} ({client_policy.label()})",
             extra=fields(
                 "request_observed" if client_policy.observing else "connection_intercepted",
                 client=client,
@@ -221,7 +221,7 @@ class Injector:
         self.metrics.count_403(client_policy.name, host)
         logger.warning(
             f"chime: Chime answered 403 to {client_peer(flow.client_conn)} for "
-            f"{printable(host + flow.request.path)} ({client_policy.describe()}); sent "
+            f"{printable(host + flow.request.path)} ({client_policy.label()}); sent "
             f"{APP_KEYS_HEADER}: {app_keys}, {TENANTS_HEADER}: {tenants or '(not sent)'}; "
             f"likely: {hint}" + (f"; response: {excerpt!r}" if excerpt else ""),
             extra=fields(

@@ -138,7 +138,7 @@ class Observer:
         logger.info(
             f"chime: closing observed connection {observation.client} -> "
             f"{printable(observation.host)}: "
-            f"its client is now in {client_policy.describe()}, so it reconnects through "
+            f"its client is now in {client_policy.label()}, so it reconnects through "
             "interception",
             extra=fields(
                 "observed_connection_closed",

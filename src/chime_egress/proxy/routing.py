@@ -265,7 +265,7 @@ class Router:
         target = f"{shown_host} (SNI {printable(sni)})" if sni else shown_host
         if event == "connection_intercepted":
             text = f"intercepting {client} -> {target} [{verdict.address}] matched "
-            text += f"{verdict.prefix} ({client_policy.describe()})"
+            text += f"{verdict.prefix} ({client_policy.label()})"
         elif event == "media_passed_through":
             text = f"passing media through {client} -> {target} [{verdict.address}] matched "
             text += f"{verdict.prefix}: {why_media}"
