@@ -214,3 +214,11 @@ def test_new_commands_have_help_with_exit_codes(args: list[str]) -> None:
     result = run(*args, "--help")
     assert result.returncode == 0
     assert "exit codes:" in result.stdout and "2  usage error" in result.stdout
+
+
+def test_run_help_lists_the_launchers_own_options_and_mitmdumps() -> None:
+    result = run("run", "--help")
+    assert result.returncode == 0, result
+    assert "--workers N" in result.stdout
+    assert "--event-loop {asyncio,uvloop}" in result.stdout
+    assert "--listen-port PORT" in result.stdout  # mitmdump's, from mitmproxy's own parser

@@ -93,6 +93,15 @@ def test_explain_group_given_on_the_command_line(config: Path) -> None:
     assert "  X-Amzn-Chime-App-Keys: CorpKey,CrmKey\n" in result.stdout
 
 
+def test_explain_groups_follow_the_list_convention(config: Path) -> None:
+    # "--group a,b" is two groups, as "--tenant a,b" is two tenants: not one group named "a,b".
+    result = run(
+        "explain", "--user", "erin", "--group", "Nobody,Sales", "--app-key", "CrmKey", config
+    )
+    assert result.returncode == 0, result
+    assert "identities entry sales (line 15) applies, mode enforce\n" in result.stdout
+
+
 def test_explain_identity_in_observe_mode(config: Path) -> None:
     result = run("explain", "--user", "Carol", config)
     assert result.returncode == 0, result

@@ -152,9 +152,9 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--group",
         metavar="GROUP",
-        action="append",
+        action=ListAction,
         default=[],
-        help="a group of the user (repeat for several); the group file's are added",
+        help=f"groups of the user ({LIST_HELP}); the group file's are added",
     )
     explain.add_argument("--app-key", metavar="KEY", help="the AppKey of the session's app")
     explain.add_argument(

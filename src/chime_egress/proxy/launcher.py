@@ -76,6 +76,22 @@ def parse_launch_options(arguments: Sequence[str]) -> LaunchOptions:
     return LaunchOptions(known.workers, known.event_loop, rest)
 
 
+def _describe_launch_options(parser: argparse.ArgumentParser) -> None:
+    """The launcher's own options in `--help` (parse_launch_options has taken them already)."""
+    own = parser.add_argument_group(PROG, "the launcher's own options, before mitmdump's")
+    own.add_argument(
+        "--workers",
+        metavar="N",
+        help="run N proxy processes behind the one port (SO_REUSEPORT), one per core to use; "
+        "metrics and probes of all of them on the chime_metrics port (default 1)",
+    )
+    own.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        help="asyncio's own loop (default) or uvloop (installed separately)",
+    )
+
+
 def _workers(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"--workers must be 1 to 64, not {text!r}")
@@ -122,6 +138,7 @@ async def prepare(arguments: list[str]) -> ChimeEgressMaster | int:
     master = ChimeEgressMaster(options)
     parser = cmdline.mitmdump(options)
     parser.prog = PROG
+    _describe_launch_options(parser)
     args = parser.parse_args(arguments)  # a usage error exits 2 with argparse's message
     try:
         options.set(*args.setoptions, defer=True)
