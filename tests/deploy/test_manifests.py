@@ -188,10 +188,18 @@ def test_compose_file() -> None:
     assert service["restart"] == "unless-stopped"
     assert service["healthcheck"]["test"] == ["CMD", *HEALTH]
     assert "corporate CA" in COMPOSE.read_text()
+    _covers_the_default_drain(service)
     # The files the allowlist names are in the mounted folder.
     policy = load_policy(ROOT / "config" / "allowlist.yaml")
     for source in policy.sources:
         assert source.resolve().parent == (ROOT / "config").resolve()
+
+
+def _covers_the_default_drain(service: dict[str, Any]) -> None:
+    # Compose's default (10 s) would cut the drain short: the default drain (20 s), its 8 s
+    # bound, and a margin for a busy machine.
+    grace = re.fullmatch(r"(\d+)s", service["stop_grace_period"])
+    assert grace is not None and int(grace.group(1)) >= 20 + 8 + 5
 
 
 def test_scale_out_compose_file() -> None:
@@ -205,6 +213,7 @@ def test_scale_out_compose_file() -> None:
     assert "ports" not in proxy  # only the load balancer is published
     assert proxy["command"] == load(COMPOSE)["services"]["chime-egress"]["command"]
     assert proxy["depends_on"]["ca-init"]["condition"] == "service_completed_successfully"
+    _covers_the_default_drain(proxy)
     assert f"chime-ca:{CONTAINER_CONFDIR}:ro" in proxy["volumes"]
     assert "../config:/config:ro" in proxy["volumes"]
     balancer = services["load-balancer"]
@@ -272,7 +281,9 @@ def test_deployment_service_configmap_agree() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": metrics_port["name"]}
     assert "chime_metrics=0.0.0.0:9108" in container["command"]
     # The grace period covers the preStop pause, the default drain (20 s) and its 8 s bound.
-    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    sleep, seconds = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"  # in the image (Debian's coreutils); the sleep action needs k8s 1.30
+    pre_stop = int(seconds)
     drain = 20
     assert not any(arg.startswith("chime_drain_seconds=") for arg in container["command"])
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain + 8

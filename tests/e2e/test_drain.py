@@ -67,13 +67,15 @@ def accepts(port: int) -> bool:
     return True
 
 
-def signal_and_wait_for_drain(proxy: MitmdumpProcess) -> float:
-    """SIGTERM; returns when the proxy says it is draining (the time it took)."""
+def signal_and_wait_for_drain(
+    proxy: MitmdumpProcess, signum: signal.Signals = signal.SIGTERM
+) -> float:
+    """SIGTERM (or `signum`); returns when the proxy says it is draining (the time it took)."""
     mark = proxy.mark()
     started = time.monotonic()
     assert proxy.pid is not None
-    os.kill(proxy.pid, signal.SIGTERM)
-    proxy.wait_for_log(r"draining: no longer accepting", since=mark, timeout=10)
+    os.kill(proxy.pid, signum)
+    proxy.wait_for_log(rf"{signum.name}: draining: no longer accepting", since=mark, timeout=10)
     return time.monotonic() - started
 
 
@@ -85,14 +87,16 @@ def wait_for_exit(proxy: MitmdumpProcess, within: float) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_no_connections_exits_0_promptly(
-    proxy_launcher: ProxyLauncher, allowlist: Path, entry: str | None
+    proxy_launcher: ProxyLauncher, allowlist: Path, entry: str | None, signum: signal.Signals
 ) -> None:
     metrics = free_port()
     proxy = start(proxy_launcher, allowlist, entry, drain=20, metrics=metrics)
     assert probe(metrics, "/ready")[0] == 200
-    signal_and_wait_for_drain(proxy)
+    signal_and_wait_for_drain(proxy, signum)
+    assert not accepts(proxy.port), "a new connection was accepted while draining"
     took = wait_for_exit(proxy, AFTER_DEADLINE)  # nothing to wait for: well before 20 s
     assert proxy.returncode == 0, proxy.describe()
     print(f"exit {took:.2f} s after draining began (no connections)")
@@ -162,14 +166,18 @@ def test_passed_through_tunnels_are_drained_too(
     other_raw_server: EchoServer,
     entry: str | None,
 ) -> None:
-    proxy = start(proxy_launcher, allowlist, entry, drain=3, metrics=free_port())
+    metrics = free_port()
+    proxy = start(proxy_launcher, allowlist, entry, drain=3, metrics=metrics)
     tunnel = open_tunnel(proxy.port, other_raw_server.host, other_raw_server.port)
     with tunnel:
         tunnel.sendall(b"before")
         assert recv_exactly(tunnel, 6) == b"before"
-        signal_and_wait_for_drain(proxy)
+        took = signal_and_wait_for_drain(proxy)
+        assert not accepts(proxy.port), "a new connection was accepted while draining"
+        assert probe(metrics, "/ready")[0] == 503
         tunnel.sendall(b"during")  # still relayed while draining
         assert recv_exactly(tunnel, 6) == b"during"
+        print(f"a passed-through tunnel: draining after {took:.2f} s")
         tunnel.settimeout(3 + AFTER_DEADLINE + 30)
         assert tunnel.recv(100) == b""  # closed at the deadline
     wait_for_exit(proxy, 3 + AFTER_DEADLINE + 30)
