@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from chime_egress.policy.allowlist import Allowlist, parse_allowlist
 from chime_egress.policy.client_policy import compile_client_policies
 from chime_egress.policy.compiled import load_policy
 from chime_egress.policy.identity import Identity, fold
+from chime_egress.policy.identity_files import MAX_IDENTITY_FILE_BYTES
 from chime_egress.proxy.identity import parse_basic
 
 HEADER = """\
@@ -237,6 +239,9 @@ def test_group_file_names_the_known_groups(tmp_path: Path) -> None:
         ("groups.csv", "name,team\nalice,sales\n", "groups.csv:1: the first line must name"),
         ("groups.csv", "user,group\nalice,\n", "groups.csv:2: needs a user and a group"),
         ("groups.txt", "alice sales\n", "identity.group_file: groups.txt: name the file .yaml"),
+        # YAML mistakes are told as the allowlist's are: line, column, and what to do.
+        ("groups.yaml", "sales:\n\t- alice\n", "groups.yaml:2:1: a tab"),
+        ("groups.yaml", "sales: [alice\n", "groups.yaml:2:"),
     ],
 )
 def test_group_file_mistakes_name_its_own_lines(
@@ -254,6 +259,49 @@ def test_group_file_mistakes_name_its_own_lines(
         """,
     )
     assert any(expected in p for p in found), found
+
+
+GROUP_FILE_ALLOWLIST = """\
+    apps: [{app_key: CorpKey}]
+    identity:
+      trusted_header: {parents: [10.0.0.5/32]}
+      group_file: groups.csv
+    destinations: {cidrs: [99.77.128.0/18]}
+    """
+
+
+def test_a_group_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "groups.csv").write_bytes("user,group\nj\xf6rg,sales\n".encode("latin-1"))
+    found = problems(tmp_path, GROUP_FILE_ALLOWLIST)
+    assert any(p.startswith(f"{tmp_path / 'groups.csv'}:2:2:") for p in found), found
+    assert not any("codec can't decode" in p for p in found), found
+
+
+def test_a_group_file_that_is_a_fifo_or_a_device_is_refused_unread(tmp_path: Path) -> None:
+    # A FIFO would block the reload until a writer came; /dev/zero would be read without end.
+    os.mkfifo(tmp_path / "groups.csv")
+    found = problems(tmp_path, GROUP_FILE_ALLOWLIST)
+    assert any("identity.group_file: " in p and "not a regular file" in p for p in found), found
+    (tmp_path / "groups.csv").unlink()
+    (tmp_path / "groups.csv").symlink_to("/dev/zero")
+    found = problems(tmp_path, GROUP_FILE_ALLOWLIST)
+    assert any("not a regular file" in p for p in found), found
+
+
+def test_an_htpasswd_file_past_the_size_limit_is_refused(tmp_path: Path) -> None:
+    with (tmp_path / "users.htpasswd").open("wb") as big:
+        big.truncate(MAX_IDENTITY_FILE_BYTES + 1)  # sparse: no disk used
+    found = problems(
+        tmp_path,
+        """\
+        apps: [{app_key: CorpKey}]
+        identity:
+          proxy_auth: htpasswd
+          htpasswd: users.htpasswd
+        destinations: {cidrs: [99.77.128.0/18]}
+        """,
+    )
+    assert any("identity.htpasswd: " in p and "at most" in p for p in found), found
 
 
 def sha(password: str) -> str:
@@ -370,7 +418,10 @@ destinations: {cidrs: [99.77.128.0/18]}
 
 def test_ldap_settings_and_the_bind_password_file(tmp_path: Path) -> None:
     found = problems(tmp_path, LDAP)
-    assert any("identity.ldap.bind_password_file: cannot read" in p for p in found), found
+    assert any(
+        "identity.ldap.bind_password_file: " in p and "secret: bind password file not found" in p
+        for p in found
+    ), found
     (tmp_path / "secret").write_text("\n")
     found = problems(tmp_path, LDAP)
     assert any("secret is empty; it must hold the bind password" in p for p in found), found

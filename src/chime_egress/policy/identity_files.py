@@ -12,17 +12,38 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import Problem
+from ..errors import ConfigError, Problem
 from .allowlist import _line, _Reader
+from .files import read_text_file
 from .identity import BCRYPT_PREFIXES, SHA_PREFIX, GroupFile, Htpasswd, fold
+from .source_text import yaml_problems
+
+# An htpasswd or group file of 100,000 people is a few MiB; a password, a line. Anything far
+# larger (a device, a runaway export) must not fill memory on every reload.
+MAX_IDENTITY_FILE_BYTES = 64 * 1024 * 1024
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _read(
+    reader: _Reader, node: yaml.Node, field: str, file: Path, what: str, max_bytes: int
+) -> str | None:
+    """The file's text, read as the allowlist is (regular files only, bounded, UTF-8 checked by
+    line and column); None, with the problems recorded, when it cannot be used."""
+    try:
+        return read_text_file(file, what, max_bytes)
+    except ConfigError as error:
+        for problem in error.problems:
+            if problem.line is None:  # the file as a whole: say which allowlist field named it
+                reader.problem(node, field, f"{file}: {problem.message}")
+            else:  # a spot inside the file: its own line and column
+                reader.problems.append(problem)
+        return None
 
 
 def read_secret(reader: _Reader, node: yaml.Node, file: Path) -> str:
     field = "identity.ldap.bind_password_file"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reader.problem(node, field, f"cannot read {file}: {getattr(error, 'strerror', error)}")
+    text = _read(reader, node, field, file, "bind password", MAX_SECRET_FILE_BYTES)
+    if text is None:
         return ""
     secret = text.rstrip("\r\n")
     if not secret:
@@ -34,10 +55,8 @@ def read_secret(reader: _Reader, node: yaml.Node, file: Path) -> str:
 def read_htpasswd(reader: _Reader, node: yaml.Node, file: Path) -> Htpasswd | None:
     """An htpasswd file: `user:hash` lines, bcrypt or {SHA}; problems name its own lines."""
     field = "identity.htpasswd"
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reader.problem(node, field, f"cannot read {file}: {getattr(error, 'strerror', error)}")
+    text = _read(reader, node, field, file, "htpasswd", MAX_IDENTITY_FILE_BYTES)
+    if text is None:
         return None
     hashes: dict[str, str] = {}
     lines: dict[str, int] = {}
@@ -88,12 +107,8 @@ def read_htpasswd(reader: _Reader, node: yaml.Node, file: Path) -> Htpasswd | No
 
 def read_group_file(reader: _Reader, node: yaml.Node, file: Path) -> GroupFile | None:
     """Groups from YAML (`group: [user, ...]`) or CSV (columns `user` and `group`)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reader.problem(
-            node, "identity.group_file", f"cannot read {file}: {getattr(error, 'strerror', error)}"
-        )
+    text = _read(reader, node, "identity.group_file", file, "group", MAX_IDENTITY_FILE_BYTES)
+    if text is None:
         return None
     if file.suffix.lower() == ".csv":
         pairs = _group_csv(reader, text, file)
@@ -123,7 +138,7 @@ def _group_yaml(text: str, file: Path, outer: _Reader) -> list[tuple[str, str]] 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
-        outer.problems.append(Problem(str(file), None, "", f"YAML error: {error}"))
+        outer.problems.extend(yaml_problems(error, text, str(file)))
         return None
     if not isinstance(root, yaml.MappingNode):
         outer.problems.append(
