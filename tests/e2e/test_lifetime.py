@@ -224,7 +224,12 @@ def test_invalid_allowlist_at_start_is_the_message_alone(
         confdir=mitm_confdir, script=entry_script(entry, shim), allowlist=allowlist, cwd=tmp_path
     )
     assert rc == 1, output
-    assert f"{allowlist}:3: apps[0].tenants[0]: 'x' is 1 character long" in output
+    # One line says it all: what was refused, and the file:line: field message.
+    [line] = [line for line in output.splitlines() if "invalid configuration" in line]
+    assert (
+        f"chime_allowlist: invalid configuration: {allowlist}:3: apps[0].tenants[0]: 'x' is 1 "
+        "character long; a TenantId has 2 to 256"
+    ) in line, output
     assert_clean_start_up_failure(output)
 
 

@@ -73,6 +73,13 @@ _PROXYAUTH_CONFLICT = (
 )
 
 
+def _invalid_allowlist(error: ConfigError) -> str:
+    """One line for one problem (file:line: field: what to do); a count, then a line each."""
+    if len(error.problems) == 1:
+        return f"chime_allowlist: invalid configuration: {error.problems[0]}"
+    return f"chime_allowlist: invalid configuration, {len(error.problems)} problems:\n{error}"
+
+
 def _proxyauth_set() -> bool:
     """Whether mitmproxy's own proxyauth is on (absent where its addon is not loaded)."""
     return bool(getattr(ctx.options, "proxyauth", None))
@@ -152,9 +159,7 @@ class ChimeHeaders:
             try:
                 policy = self.watcher.deadline.call(lambda: load_policy(path))
             except ConfigError as error:
-                raise exceptions.OptionsError(
-                    f"chime_allowlist: invalid configuration:\n{error}"
-                ) from None
+                raise exceptions.OptionsError(_invalid_allowlist(error)) from None
             except ReadTimeout as error:
                 raise exceptions.OptionsError(f"chime_allowlist: {path}: {error}") from None
             self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
