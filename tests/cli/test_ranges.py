@@ -212,6 +212,30 @@ def test_update_forward_in_time_prints_added_and_removed(config):
     assert "prefixes: 1 added, 3 removed, 0 unchanged" in out
 
 
+def test_update_as_json_says_what_changed_and_the_outcome(config):
+    first = run("ranges", "update", "--source", HISTORY_OLD, "--format", "json", config)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)  # the one object, nothing else on stdout
+    assert report["outcome"] == "written" and report["current"] is None
+    assert report["source"]["sync_token"] == "1592575753"
+    assert report["removed"] == [] and report["unchanged"] == 0
+    assert {"prefix": "99.77.131.0/24", "service": "CHIME_MEETINGS", "region": "us-east-2"} in (
+        report["added"]
+    )
+    again = json.loads(
+        run("ranges", "update", "--source", HISTORY_OLD, "--format", "json", config).stdout
+    )
+    assert again["outcome"] == "up_to_date" and again["added"] == again["removed"] == []
+    refused = run("ranges", "update", "--source", HISTORY_NEW, "--format", "json", config)
+    assert refused.returncode == 1
+    report = json.loads(refused.stdout)
+    assert report["outcome"] == "refused" and "--force" in report["reason"]
+    assert report["current"]["sync_token"] == "1592575753"
+    assert [change["prefix"] for change in report["added"]] == ["99.77.128.0/18"]
+    assert len(report["removed"]) == 3 and len(report["concerns"]) == 1
+    assert "refused; nothing written" in refused.stderr
+
+
 def test_update_refuses_an_older_sync_token_and_writes_nothing(config):
     snapshot = config.parent / "ranges.json"
     assert run("ranges", "update", "--source", HISTORY_NEW, config).returncode == 0

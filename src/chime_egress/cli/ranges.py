@@ -20,7 +20,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,6 +156,11 @@ def _add_update(ranges_commands: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="SECONDS",
         help=f"give up reading the source after this long (default: {DEFAULT_DEADLINE_SECONDS:g})",
     )
+    format_argument(
+        update,
+        "json is one object: source, current, added, removed, unchanged, concerns and the "
+        "outcome (written, up_to_date or refused, with the reason)",
+    )
     config_argument(update)
     update.set_defaults(handler=_ranges_update)
 
@@ -256,20 +261,38 @@ def _ranges_update(args: argparse.Namespace) -> int:
     except ConfigError as error:
         report_problems(config, error.problems, "invalid configuration; fix it first")
         return EXIT_INVALID
+    report: dict[str, Any] = {"source": {"name": args.source}, "outcome": None}
+    show = print if args.format == "text" else _quiet
     try:
-        _update(allowlist, args.source, args.output, args.force, args.timeout)
+        report["outcome"] = _update(
+            allowlist, args.source, args.output, args.force, args.timeout, report, show
+        )
     except _Refused as refusal:
         print_error(f"{refusal}")
         print_error("refused; nothing written")
-        return EXIT_INVALID
-    return EXIT_OK
+        report.update(outcome="refused", reason=str(refusal))
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    return EXIT_INVALID if report["outcome"] == "refused" else EXIT_OK
+
+
+def _quiet(*_: object) -> None:
+    """The text lines' printer under --format json: the one JSON object is printed at the end."""
 
 
 def _update(
-    allowlist: Allowlist, source: str, output_text: str | None, force: bool, deadline: float
-) -> None:
+    allowlist: Allowlist,
+    source: str,
+    output_text: str | None,
+    force: bool,
+    deadline: float,
+    report: dict[str, Any],
+    show: Callable[[str], None],
+) -> str:
+    """Writes the snapshot (or refuses: _Refused), filling `report`; the outcome."""
     destinations = allowlist.destinations
     output = _output_path(allowlist, output_text)
+    report["output"] = str(output)
     selection = f"services {list(destinations.services)}" + (
         f" in regions {list(destinations.regions)}" if destinations.regions else ""
     )
@@ -277,20 +300,33 @@ def _update(
         _read_within(source, deadline), source, destinations, selection
     )
     current = _current_snapshot(output, destinations.services, destinations.regions, force)
-    print(
+    report["source"].update(
+        sync_token=snapshot.sync_token,
+        create_date=snapshot.create_date,
+        prefixes=len(snapshot.prefixes),
+        services=list(destinations.services),
+        regions=list(destinations.regions),
+    )
+    report["current"] = (
+        None
+        if current is None
+        else {"sync_token": current.sync_token, "create_date": current.create_date}
+    )
+    show(
         f"source: {source}: syncToken {snapshot.sync_token} ({snapshot.create_date}), "
         f"{plural(len(snapshot.prefixes), 'prefix', 'prefixes')} for {selection}"
     )
     state = "none" if current is None else f"syncToken {current.sync_token} ({current.create_date})"
-    print(f"current: {shown_path(output)}: {state}")
+    show(f"current: {shown_path(output)}: {state}")
     # Shown before any refusal, so an admin sees what the refused file would have changed.
-    _print_changes(current.prefixes if current else (), snapshot.prefixes)
+    report.update(_changes(current.prefixes if current else (), snapshot.prefixes, show))
     concerns = [f"{source}: {concern}" for concern in update_concerns(current, snapshot)]
+    report["concerns"] = concerns
     if concerns and not force:
         raise _Refused("\n".join(concerns) + "\n--force writes it anyway, once you have checked")
     for concern in concerns:
         print_error(f"warning: {concern}; replacing it (--force)")
-    _write_snapshot(output, rendered)
+    return _write_snapshot(output, rendered, show)
 
 
 def _output_path(allowlist: Allowlist, output_text: str | None) -> Path:
@@ -319,16 +355,17 @@ def _selected_ranges(
     return snapshot, rendered
 
 
-def _write_snapshot(output: Path, rendered: str) -> None:
+def _write_snapshot(output: Path, rendered: str, show: Callable[[str], None]) -> str:
     with contextlib.suppress(OSError):
         if output.read_text(encoding="utf-8") == rendered:
-            print(f"{shown_path(output)} is already up to date; nothing written")
-            return
+            show(f"{shown_path(output)} is already up to date; nothing written")
+            return "up_to_date"
     try:
         _write_atomically(output, rendered)
     except OSError as error:
         raise _Refused(f"cannot write {output}: {error}") from None
-    print(f"wrote {shown_path(output)}")
+    show(f"wrote {shown_path(output)}")
+    return "written"
 
 
 class _HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
@@ -429,7 +466,11 @@ def _current_snapshot(
         return None
 
 
-def _print_changes(old: Sequence[Prefix], new: Sequence[Prefix]) -> None:
+def _changes(
+    old: Sequence[Prefix], new: Sequence[Prefix], show: Callable[[str], None]
+) -> dict[str, Any]:
+    """The prefixes added and removed (shown as lines; returned for the JSON report)."""
+
     def key(prefix: Prefix) -> tuple[str, str, str]:
         return (str(prefix.network), prefix.service, prefix.region)
 
@@ -444,9 +485,17 @@ def _print_changes(old: Sequence[Prefix], new: Sequence[Prefix]) -> None:
             for prefix in prefixes
         ],
         "  ",
+        show,
     )
     kept = len(new) - len(added)
-    print(f"prefixes: {len(added)} added, {len(removed)} removed, {kept} unchanged")
+    show(f"prefixes: {len(added)} added, {len(removed)} removed, {kept} unchanged")
+
+    def listed(prefixes: list[Prefix]) -> list[dict[str, str]]:
+        return [
+            {"prefix": str(p.network), "service": p.service, "region": p.region} for p in prefixes
+        ]
+
+    return {"added": listed(added), "removed": listed(removed), "unchanged": kept}
 
 
 def _write_atomically(path: Path, text: str) -> None:

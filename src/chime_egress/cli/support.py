@@ -226,7 +226,9 @@ def prefix_columns(prefix: Prefix) -> tuple[str, ...]:
     return (prefix.service, prefix.region)
 
 
-def print_columns(rows: Sequence[Sequence[str]], indent: str = "") -> None:
+def print_columns(
+    rows: Sequence[Sequence[str]], indent: str = "", show: Callable[[str], object] = print
+) -> None:
     """Rows as columns two spaces apart; a row's last cell is never padded."""
     widths: dict[int, int] = {}
     for row in rows:
@@ -234,4 +236,4 @@ def print_columns(rows: Sequence[Sequence[str]], indent: str = "") -> None:
             widths[index] = max(widths.get(index, 0), len(cell))
     for row in rows:
         cells = [cell.ljust(widths[index]) for index, cell in enumerate(row[:-1])]
-        print(indent + "  ".join([*cells, row[-1]]))
+        show(indent + "  ".join([*cells, row[-1]]))
