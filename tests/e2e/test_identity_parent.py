@@ -156,8 +156,7 @@ def test_a_spoofed_header_from_a_non_parent_is_ignored_and_removed(
     )
     assert result.status == 200, result
     assert_chime_headers(result.headers(), *TOP_LEVEL, context=result)
-    if scheme == "http":  # forwarded by the proxy: removed (in a tunnel it is the client's own)
-        assert_no_identity_headers(result)
+    assert_no_identity_headers(result)  # never forwarded, in a tunnel or not
     [warning] = mitmdump.log_lines(r"chime: ignored and removed", since)
     assert f"{USER_HEADER} from 127.0.0.1:" in warning
 

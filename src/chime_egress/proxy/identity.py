@@ -242,8 +242,9 @@ class Identities:
         if resolver is None or flow.response is not None:
             return
         if flow.client_conn in self._tunnels:
-            # Inside a tunnel its CONNECT was identified: the request is the client's own to the
-            # server (a parent proxy adds its header to the CONNECT, which goes nowhere).
+            # Inside a tunnel its CONNECT was identified (a parent adds its header to the
+            # CONNECT). A copy in the request is the client's claim: never forwarded either.
+            self._strip_trusted(flow, resolver.settings)
             return
         if not is_http_proxy(flow):  # transparent, reverse...: nobody to ask; nothing forwarded
             self._strip_trusted(flow, resolver.settings)
