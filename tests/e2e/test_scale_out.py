@@ -152,7 +152,10 @@ def test_every_replica_injects_and_reloads_behind_haproxy(
         write_config(tmp_path / "config", [App("AppKeyB")])
         for replica in replicas:
             replica.proxy.wait_for_log(r"allowlist reloaded from", timeout=30)
+        before = [replica.injected() for replica in replicas]
         fetch_many(port, chime_server, cacert, "AppKeyB")
+        # Every replica served some of them, each with the new key (fetch_many checks each).
+        assert all(r.injected() > count for r, count in zip(replicas, before, strict=True))
     finally:
         haproxy.terminate()
         haproxy.wait(10)
