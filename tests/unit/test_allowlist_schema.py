@@ -42,6 +42,9 @@ INEXPRESSIBLE = {
     ),
     "CIDR values": (r"is not a CIDR", "no host bits set"),
     "duplicate keys": (r"duplicate key", "duplicate keys are refused"),
+    "group source": (r"no identity source tells groups", "groups need a group source"),
+    "identities order": (r"so this never applies to it", "could never apply"),
+    "identity seconds": (r"must be a number of seconds from", "stay within range when written"),
 }
 
 
@@ -200,12 +203,84 @@ CASES = {
         f"networks: [{{name: {'n' * 65}, clients: [10.0.0.0/8], mode: enforce}}]\n",
         False,
     ),
+    # identities: the sections that need no file (a trusted header from a parent proxy)
+    "identity-trusted-header": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32], groups: X-Groups}}\n"
+        "identities: [{name: sales, groups: [sales], mode: enforce}]\n",
+        True,
+    ),
+    "identity-users-observe": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}}\n"
+        "identities: [{name: pilot, users: [carol], mode: observe}]\n",
+        True,
+    ),
+    "identities-without-identity": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identities: [{name: pilot, users: [carol], mode: observe}]\n",
+        False,
+    ),
+    "identity-entry-matching-nobody": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}}\n"
+        "identities: [{name: sales, mode: enforce}]\n",
+        False,
+    ),
+    "identity-unknown-key": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}, cache_secs: 5}\n",
+        False,
+    ),
+    "identity-name-default": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}}\n"
+        "identities: [{name: default, users: [a], mode: enforce}]\n",
+        False,
+    ),
+    "identity-cache-seconds-exponent": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}, cache_seconds: 1e3}\n",
+        False,
+    ),
+    "identity-cache-seconds-longest": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}, cache_seconds: 86400}\n",
+        True,
+    ),
     "network-default-name": (
         "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
         "networks: [{name: default, clients: [10.0.0.0/8], mode: enforce}]\n",
         False,
     ),
 }
+
+
+# Files both must refuse, the validator also for a rule the schema cannot express.
+REFUSED_BY_BOTH_OR_EXPLAINED = {
+    "identity-groups-without-a-source": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}}\n"
+        "identities: [{name: sales, groups: [sales], mode: enforce}]\n"
+    ),
+    "identity-cache-seconds-too-long": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}, cache_seconds: 86401}\n"
+    ),
+    "identity-user-already-matched": (
+        "apps: [{app_key: K}]\ndestinations: {cidrs: []}\n"
+        "identity: {trusted_header: {parents: [10.0.0.5/32]}}\n"
+        "identities: [{name: a, users: [carol], mode: observe},"
+        " {name: b, users: [carol], mode: observe}]\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BY_BOTH_OR_EXPLAINED))
+def test_identity_rules_the_schema_cannot_express_are_listed(name: str) -> None:
+    text = REFUSED_BY_BOTH_OR_EXPLAINED[name]
+    assert validator_problems(text) != []
+    assert_same_verdict(text)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

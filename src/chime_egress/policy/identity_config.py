@@ -97,12 +97,13 @@ def _bool(reader: _Reader, node: yaml.Node, field: str) -> bool | None:
     return None
 
 
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def _seconds(reader: _Reader, node: yaml.Node, field: str, low: float, high: float) -> float:
     text = reader.text(node, field)
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        value = None
+    # Plain decimals only, as the schema says: float() would also take "1e3", "1_000" or "inf".
+    value = float(text) if text is not None and _DECIMAL.fullmatch(text) else None
     if value is None or not low <= value <= high:
         reader.problem(node, field, f"must be a number of seconds from {low:g} to {high:g}")
         return low
