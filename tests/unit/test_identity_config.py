@@ -288,19 +288,19 @@ def test_a_group_file_that_is_a_fifo_or_a_device_is_refused_unread(tmp_path: Pat
     assert any("not a regular file" in p for p in found), found
 
 
+HTPASSWD_ALLOWLIST = """\
+    apps: [{app_key: CorpKey}]
+    identity:
+      proxy_auth: htpasswd
+      htpasswd: users.htpasswd
+    destinations: {cidrs: [99.77.128.0/18]}
+    """
+
+
 def test_an_htpasswd_file_past_the_size_limit_is_refused(tmp_path: Path) -> None:
     with (tmp_path / "users.htpasswd").open("wb") as big:
         big.truncate(MAX_IDENTITY_FILE_BYTES + 1)  # sparse: no disk used
-    found = problems(
-        tmp_path,
-        """\
-        apps: [{app_key: CorpKey}]
-        identity:
-          proxy_auth: htpasswd
-          htpasswd: users.htpasswd
-        destinations: {cidrs: [99.77.128.0/18]}
-        """,
-    )
+    found = problems(tmp_path, HTPASSWD_ALLOWLIST)
     assert any("identity.htpasswd: " in p and "at most" in p for p in found), found
 
 
