@@ -22,8 +22,6 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from benchlib import print_provenance  # noqa: E402
 
 from tests.support.config import App, write_config  # noqa: E402
 from tests.support.crowd import Crowd  # noqa: E402
+from tests.support.metrics import probe_status  # noqa: E402
 from tests.support.proxy import (  # noqa: E402
     ADDON_SCRIPT,
     LAUNCHER,
@@ -65,16 +64,6 @@ def refuses(port: int) -> bool:
     except OSError:
         return True
     return False
-
-
-def ready_status(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except OSError:
-        return 0
 
 
 def measure(
@@ -125,7 +114,11 @@ def measure(
         now = time.monotonic() - signalled
         if refused_after is None and refuses(proxy.port):
             refused_after = now
-        if not_ready_after is None and script is not None and ready_status(metrics) != 200:
+        if (
+            not_ready_after is None
+            and script is not None
+            and probe_status(metrics, "/ready", timeout=2) != 200
+        ):
             not_ready_after = now
         if closed_first is None and all_closed_after is None and crowd.closed() == participants:
             all_closed_after = now

@@ -23,23 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.haproxy import local_haproxy_config  # noqa: E402
+from tests.support.metrics import probe_status  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
-
-
-def ready(metrics_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def resolve(word: str) -> str:
@@ -77,7 +68,7 @@ def main() -> int:
         )
         servers.append((port, metrics))
     deadline = time.monotonic() + 60
-    while not all(ready(metrics) for _, metrics in servers):
+    while not all(probe_status(m, "/ready", timeout=2) == 200 for _, m in servers):
         if time.monotonic() > deadline or any(r.poll() is not None for r in replicas):
             for replica in replicas:
                 replica.kill()

@@ -296,33 +296,29 @@ def test_removing_the_script_through_the_scripts_option_leaves_the_addon(
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_another_addon_rewriting_the_headers_is_overruled(
+@pytest.mark.parametrize(
+    ("other", "doing", "logged"),
+    [
+        (TAMPER, "rewrites the headers", r"another addon changed the Chime headers"),
+        (PASSTHROUGH, "passes TLS through", r"another addon asked to pass .* through undecrypted"),
+    ],
+    ids=["rewriting-the-headers", "passing-chime-through"],
+)
+def test_another_addon_is_overruled(
     proxy_launcher: ProxyLauncher,
     allowlist: Path,
     shim: Path,
     chime_server: EchoServer,
     entry: str,
+    other: Path,
+    doing: str,
+    logged: str,
 ) -> None:
     proxy = proxy_launcher.start(
-        allowlist, script=entry_script(entry, shim), extra_args=["-s", str(TAMPER)]
+        allowlist, script=entry_script(entry, shim), extra_args=["-s", str(other)]
     )
-    assert_enforced(proxy, chime_server, "beside an addon that rewrites the headers")
-    proxy.wait_for_log(r"another addon changed the Chime headers")
-
-
-@pytest.mark.parametrize("entry", ENTRIES)
-def test_another_addon_passing_chime_through_is_overruled(
-    proxy_launcher: ProxyLauncher,
-    allowlist: Path,
-    shim: Path,
-    chime_server: EchoServer,
-    entry: str,
-) -> None:
-    proxy = proxy_launcher.start(
-        allowlist, script=entry_script(entry, shim), extra_args=["-s", str(PASSTHROUGH)]
-    )
-    assert_enforced(proxy, chime_server, "beside an addon that passes TLS through")
-    proxy.wait_for_log(r"another addon asked to pass .* through undecrypted")
+    assert_enforced(proxy, chime_server, f"beside an addon that {doing}")
+    proxy.wait_for_log(logged)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -336,7 +332,7 @@ def test_allowlist_replaced_by_a_fifo_fails_the_reload_and_never_hangs(
     proxy = proxy_launcher.start(
         allowlist,
         script=entry_script(entry, shim),
-        extra_args=["--set", "chime_reload_interval=0.2"],
+        extra_args=FAST_RELOAD,
     )
     mark = proxy.mark()
     allowlist.unlink()
@@ -373,7 +369,7 @@ def test_deeply_nested_edit_is_a_clean_failed_reload(
     proxy = proxy_launcher.start(
         allowlist,
         script=entry_script(entry, shim),
-        extra_args=["--set", "chime_reload_interval=0.2"],
+        extra_args=FAST_RELOAD,
     )
     mark = proxy.mark()
     allowlist.write_text("apps: " + "[" * 50_000 + "\n")

@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.support.clients import curl
 from tests.support.config import App, write_config
 from tests.support.crowd import Crowd
 from tests.support.haproxy import local_haproxy_config
+from tests.support.metrics import probe_status
 from tests.support.proxy import LAUNCHER, LISTEN_HOST, MitmdumpProcess, ProxyLauncher
 from tests.support.servers import EchoServer, free_port
 
@@ -53,13 +54,7 @@ class Replica:
         )
 
     def ready(self) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/ready", timeout=10) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
-        except OSError:
-            return 0
+        return probe_status(self.metrics, "/ready")
 
 
 @pytest.fixture
@@ -92,11 +87,25 @@ def start_replicas(launcher: ProxyLauncher, allowlist: Path, drain: float) -> li
 
 
 @pytest.fixture
-def balancer(haproxy_binary: str, tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """(the config file to write, the port HAProxy will listen on); HAProxy stopped at the end."""
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    yield config, port
+def balance(haproxy_binary: str, tmp_path: Path) -> Iterator[Callable[[list[Replica]], int]]:
+    """Starts HAProxy with the shipped configuration in front of the replicas and returns its
+    port once they are ready and HAProxy counts them up; HAProxy is stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(replicas: list[Replica]) -> int:
+        port = free_port()
+        config = tmp_path / "haproxy.cfg"
+        servers = [(replica.proxy.port, replica.metrics) for replica in replicas]
+        config.write_text(local_haproxy_config(port, servers), encoding="utf-8")
+        started.append(run_haproxy(haproxy_binary, config, port))
+        wait_until(lambda: all(r.ready() == 200 for r in replicas), "replicas ready")
+        time.sleep(4.5)  # HAProxy's `rise 2` at `inter 2s`
+        return port
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
 
 
 def run_haproxy(binary: str, config: Path, port: int) -> subprocess.Popen[bytes]:
@@ -130,84 +139,62 @@ def fetch_many(port: int, server: EchoServer, cacert: Path, app_keys: str) -> No
 
 def test_every_replica_injects_and_reloads_behind_haproxy(
     proxy_launcher: ProxyLauncher,
-    haproxy_binary: str,
-    balancer: tuple[Path, int],
+    balance: Callable[[list[Replica]], int],
     tmp_path: Path,
     chime_server: EchoServer,
 ) -> None:
     allowlist = write_config(tmp_path / "config", [App("AppKeyA")])
     replicas = start_replicas(proxy_launcher, allowlist, drain=20)
-    config, port = balancer
-    config.write_text(
-        local_haproxy_config(port, [(r.proxy.port, r.metrics) for r in replicas]), encoding="utf-8"
-    )
-    haproxy = run_haproxy(haproxy_binary, config, port)
-    try:
-        wait_until(lambda: all(r.ready() == 200 for r in replicas), "replicas ready")
-        time.sleep(4.5)  # HAProxy's `rise 2` at `inter 2s`
-        cacert = replicas[0].proxy.ca_cert  # one CA shared by every replica (one confdir)
-        fetch_many(port, chime_server, cacert, "AppKeyA")
-        assert all(replica.injected() > 0 for replica in replicas)
+    port = balance(replicas)
+    cacert = replicas[0].proxy.ca_cert  # one CA shared by every replica (one confdir)
+    fetch_many(port, chime_server, cacert, "AppKeyA")
+    assert all(replica.injected() > 0 for replica in replicas)
 
-        write_config(tmp_path / "config", [App("AppKeyB")])
-        for replica in replicas:
-            replica.proxy.wait_for_log(r"allowlist reloaded from", timeout=30)
-        before = [replica.injected() for replica in replicas]
-        fetch_many(port, chime_server, cacert, "AppKeyB")
-        # Every replica served some of them, each with the new key (fetch_many checks each).
-        assert all(r.injected() > count for r, count in zip(replicas, before, strict=True))
-    finally:
-        haproxy.terminate()
-        haproxy.wait(10)
+    write_config(tmp_path / "config", [App("AppKeyB")])
+    for replica in replicas:
+        replica.proxy.wait_for_log(r"allowlist reloaded from", timeout=30)
+    before = [replica.injected() for replica in replicas]
+    fetch_many(port, chime_server, cacert, "AppKeyB")
+    # Every replica served some of them, each with the new key (fetch_many checks each).
+    assert all(r.injected() > count for r, count in zip(replicas, before, strict=True))
 
 
 def test_a_rollout_costs_a_meeting_one_reconnect(
     proxy_launcher: ProxyLauncher,
-    haproxy_binary: str,
-    balancer: tuple[Path, int],
+    balance: Callable[[list[Replica]], int],
     tmp_path: Path,
     chime_server: EchoServer,
 ) -> None:
     allowlist = write_config(tmp_path / "config", [App("AppKeyA")])
     drain = 3.0
     replicas = start_replicas(proxy_launcher, allowlist, drain=drain)
-    config, port = balancer
-    config.write_text(
-        local_haproxy_config(port, [(r.proxy.port, r.metrics) for r in replicas]), encoding="utf-8"
-    )
-    haproxy = run_haproxy(haproxy_binary, config, port)
-    try:
-        wait_until(lambda: all(r.ready() == 200 for r in replicas), "replicas ready")
-        time.sleep(4.5)
-        cacert = replicas[0].proxy.ca_cert
-        url = f"wss://{chime_server.host}:{chime_server.port}/meeting"
-        with Crowd(url, proxy_port=port, cacert=cacert) as meetings:
-            meetings.join(20)  # spread over both replicas by leastconn
-            assert meetings.exchange() == 20
-            leaving = replicas[0]
-            assert leaving.proxy.pid is not None
-            os.kill(leaving.proxy.pid, signal.SIGTERM)
-            wait_until(lambda: leaving.ready() != 200, "the draining replica not ready", 5)
-            # New clients keep arriving through HAProxy, all served by the other replica.
-            fetch_many(port, chime_server, cacert, "AppKeyA")
-            # The draining replica's meetings are closed once, at its deadline; each reconnects.
-            closed_at = time.monotonic()
-            wait_until(lambda: meetings.closed() > 0, "a meeting closed", drain + 30)
-            closed = meetings.closed()
-            assert 0 < closed < 20
-            with Crowd(url, proxy_port=port, cacert=cacert) as reconnected:
-                started = time.monotonic()
-                reconnected.join(1)  # one meeting's reconnection: CONNECT, TLS, the upgrade
-                took = time.monotonic() - started
-                reconnected.join(closed - 1)
-                assert reconnected.exchange() == closed
-            print(
-                f"rollout: {closed} of 20 meetings were on the replica that drained, closed "
-                f"once at its {drain:g} s deadline; a reconnection through HAProxy took "
-                f"{took * 1000:.0f} ms (closed {time.monotonic() - closed_at:.1f} s ago)"
-            )
-            wait_until(lambda: leaving.proxy.returncode is not None, "the replica exit", 20)
-            assert leaving.proxy.returncode == 0
-    finally:
-        haproxy.terminate()
-        haproxy.wait(10)
+    port = balance(replicas)
+    cacert = replicas[0].proxy.ca_cert
+    url = f"wss://{chime_server.host}:{chime_server.port}/meeting"
+    with Crowd(url, proxy_port=port, cacert=cacert) as meetings:
+        meetings.join(20)  # spread over both replicas by leastconn
+        assert meetings.exchange() == 20
+        leaving = replicas[0]
+        assert leaving.proxy.pid is not None
+        os.kill(leaving.proxy.pid, signal.SIGTERM)
+        wait_until(lambda: leaving.ready() != 200, "the draining replica not ready", 5)
+        # New clients keep arriving through HAProxy, all served by the other replica.
+        fetch_many(port, chime_server, cacert, "AppKeyA")
+        # The draining replica's meetings are closed once, at its deadline; each reconnects.
+        closed_at = time.monotonic()
+        wait_until(lambda: meetings.closed() > 0, "a meeting closed", drain + 30)
+        closed = meetings.closed()
+        assert 0 < closed < 20
+        with Crowd(url, proxy_port=port, cacert=cacert) as reconnected:
+            started = time.monotonic()
+            reconnected.join(1)  # one meeting's reconnection: CONNECT, TLS, the upgrade
+            took = time.monotonic() - started
+            reconnected.join(closed - 1)
+            assert reconnected.exchange() == closed
+        print(
+            f"rollout: {closed} of 20 meetings were on the replica that drained, closed "
+            f"once at its {drain:g} s deadline; a reconnection through HAProxy took "
+            f"{took * 1000:.0f} ms (closed {time.monotonic() - closed_at:.1f} s ago)"
+        )
+        wait_until(lambda: leaving.proxy.returncode is not None, "the replica exit", 20)
+        assert leaving.proxy.returncode == 0

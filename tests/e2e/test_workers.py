@@ -21,6 +21,7 @@ import pytest
 from tests.support.asserts import assert_chime_headers
 from tests.support.clients import curl
 from tests.support.config import App, write_config
+from tests.support.metrics import probe_status
 from tests.support.proxy import (
     LAUNCHER,
     MitmdumpProcess,
@@ -70,14 +71,6 @@ def series(metrics: int, name: str) -> dict[str, float]:
     return values
 
 
-def status(metrics: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}{path}", timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
 def fetch_many(proxy: MitmdumpProcess, server: EchoServer, app_keys: str) -> None:
     for index in range(CONNECTIONS):  # curl opens a new connection each time
         result = curl(server.url(f"/w/{index}"), proxy_port=proxy.port, cacert=proxy.ca_cert)
@@ -94,7 +87,7 @@ def test_every_worker_injects_and_every_worker_reloads(
     fetch_many(proxy, chime_server, "AppKeyA")
     injected = series(metrics, "chime_egress_requests_injected_total")
     assert sorted(injected) == ["0", "1"] and all(v > 0 for v in injected.values()), injected
-    assert status(metrics, "/ready") == 200 and status(metrics, "/live") == 200
+    assert probe_status(metrics, "/ready") == 200 and probe_status(metrics, "/live") == 200
 
     write_config(tmp_path / "config", [App("AppKeyB")])
     deadline = time.monotonic() + 30

@@ -142,6 +142,19 @@ def curl(
 # --- WebSocket -------------------------------------------------------------------------------
 
 
+def run_on_loop(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float, what: str
+) -> T:
+    """`coro`'s result, run on `loop` (another thread's); TimeoutError "WHAT within Ns" after
+    `timeout` seconds, the coroutine cancelled."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"{what} within {timeout}s") from None
+
+
 class WebSocketSession:
     """A ``websockets`` asyncio client connection, driven from synchronous test code.
 
@@ -156,12 +169,7 @@ class WebSocketSession:
         self._conn = conn
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"no WebSocket answer within {timeout}s") from None
+        return run_on_loop(self._loop, coro, timeout, "no WebSocket answer")
 
     def recv(self, timeout: float = 10.0) -> str | bytes:
         """The next message (fails after ``timeout`` seconds)."""

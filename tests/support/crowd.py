@@ -8,7 +8,6 @@ them open, and can exchange a message on every one or wait for them to be closed
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from .clients import run_on_loop
 from .proxy import LISTEN_HOST
 from .tls import client_context
 
@@ -34,12 +34,7 @@ class Crowd:
         self._thread.start()
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the crowd did not finish within {timeout}s") from None
+        return run_on_loop(self._loop, coro, timeout, "the crowd did not finish")
 
     def join(self, count: int, timeout: float = 300) -> None:
         """Open `count` more WebSockets; each reads the server's first message (its upgrade)."""

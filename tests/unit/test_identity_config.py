@@ -196,35 +196,21 @@ def test_groups_need_a_group_source(tmp_path: Path) -> None:
 
 def test_group_file_names_the_known_groups(tmp_path: Path) -> None:
     (tmp_path / "groups.yaml").write_text("sales: [alice, Bob]\ncontractors: [carol]\n")
-    found = problems(
-        tmp_path,
-        """\
-        apps: [{app_key: CorpKey}]
+    naming = """\
+        apps: [{{app_key: CorpKey}}]
         identity:
-          trusted_header: {parents: [10.0.0.5/32]}
+          trusted_header: {{parents: [10.0.0.5/32]}}
           group_file: groups.yaml
         identities:
-          - {name: a, groups: [contractor], mode: enforce}
-        destinations: {cidrs: [99.77.128.0/18]}
-        """,
-    )
+          - {{name: a, groups: [{group}], mode: enforce}}
+        destinations: {{cidrs: [99.77.128.0/18]}}
+        """
+    found = problems(tmp_path, naming.format(group="contractor"))
     assert found == [
         f"{tmp_path}/allowlist.yaml:6: identities[0].groups[0]: 'contractor' is not in "
         f"{tmp_path}/groups.yaml; did you mean 'contractors'?"
     ]
-    (tmp_path / "groups.yaml").write_text("sales: [alice, Bob]\ncontractors: [carol]\n")
-    allowlist = parse(
-        tmp_path,
-        """\
-        apps: [{app_key: CorpKey}]
-        identity:
-          trusted_header: {parents: [10.0.0.5/32]}
-          group_file: groups.yaml
-        identities:
-          - {name: a, groups: [contractors], mode: enforce}
-        destinations: {cidrs: [99.77.128.0/18]}
-        """,
-    )
+    allowlist = parse(tmp_path, naming.format(group="contractors"))
     assert allowlist.identity is not None and allowlist.identity.group_file is not None
     assert allowlist.identity.group_file.groups_of("BOB") == frozenset({"sales"})
     assert allowlist.identity.group_file.groups_of("nobody") == frozenset()
