@@ -228,6 +228,8 @@ def test_group_file_names_the_known_groups(tmp_path: Path) -> None:
         # YAML mistakes are told as the allowlist's are: line, column, and what to do.
         ("groups.yaml", "sales:\n\t- alice\n", "groups.yaml:2:1: a tab"),
         ("groups.yaml", "sales: [alice\n", "groups.yaml:2:"),
+        # Nesting PyYAML's recursive composer cannot take: a clean problem, not RecursionError.
+        ("groups.yaml", "sales: " + "[" * 50_000 + "\n", "groups.yaml:1: nested more than 16"),
     ],
 )
 def test_group_file_mistakes_name_its_own_lines(
@@ -254,6 +256,23 @@ GROUP_FILE_ALLOWLIST = """\
       group_file: groups.csv
     destinations: {cidrs: [99.77.128.0/18]}
     """
+
+
+def test_a_parent_written_as_an_ipv4_mapped_range_is_refused(tmp_path: Path) -> None:
+    # Addresses are matched in their IPv4 form: such a parent would silently match nobody.
+    found = problems(
+        tmp_path,
+        """\
+        apps: [{app_key: CorpKey}]
+        identity:
+          trusted_header: {parents: ["::ffff:10.0.0.5/128"]}
+        destinations: {cidrs: [99.77.128.0/18]}
+        """,
+    )
+    assert any(
+        "identity.trusted_header.parents[0]: '::ffff:10.0.0.5/128' is an IPv4-mapped" in p
+        for p in found
+    ), found
 
 
 def test_a_group_file_that_is_not_utf8_is_told_by_line_and_column(tmp_path: Path) -> None:

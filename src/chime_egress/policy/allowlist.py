@@ -233,8 +233,13 @@ def parse_allowlist(text: str, path: Path) -> Allowlist:
     )
 
 
-def _check_nesting(text: str, path: Path) -> None:
-    """Refuse nesting no allowlist needs, before PyYAML's recursive composer meets it.
+_ALLOWLIST_NESTING = (
+    "an allowlist needs at most 5 (apps, networks and destinations hold lists of entries)"
+)
+
+
+def _check_nesting(text: str, path: Path, needs: str = _ALLOWLIST_NESTING) -> None:
+    """Refuse nesting no such file needs, before PyYAML's recursive composer meets it.
 
     The event parser is iterative, so even a file of a million '[' is read to its end here,
     while composing it would exhaust Python's recursion limit.
@@ -251,8 +256,7 @@ def _check_nesting(text: str, path: Path) -> None:
                             str(path),
                             line,
                             "",
-                            f"nested more than {MAX_NESTING} levels deep; an allowlist needs "
-                            "at most 5 (apps, networks and destinations hold lists of entries)",
+                            f"nested more than {MAX_NESTING} levels deep; {needs}",
                         )
                     ]
                 )
@@ -404,9 +408,7 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
             reader.text_list(fields["cidrs"][1], "destinations.cidrs") or ()
         ):
             network = _parse_cidr(reader, item_node, f"destinations.cidrs[{index}]", text)
-            if network is not None and _not_ipv4_mapped(
-                reader, item_node, f"destinations.cidrs[{index}]", text, network
-            ):
+            if network is not None:
                 cidrs.append(network)
     media_hosts = DEFAULT_MEDIA_HOSTS
     if "media_hosts" in fields:
@@ -423,25 +425,21 @@ def _parse_destinations(reader: _Reader, node: yaml.Node, path: Path) -> Destina
 
 
 def _parse_cidr(reader: _Reader, node: yaml.Node, field: str, text: str) -> IPNetwork | None:
+    """The range, or None (and a problem reported) for what is not one, or could never match.
+
+    Addresses are matched in their IPv4 form even when they arrive IPv4-mapped (a client on a
+    dual-stack socket, a destination written ::ffff:a.b.c.d), so a mapped range would silently
+    match nobody: a destination would pass through without the headers, a parent proxy's
+    identity header would be ignored.
+    """
     try:
-        return ipaddress.ip_network(text, strict=True)
+        network = ipaddress.ip_network(text, strict=True)
     except ValueError as error:
         hint = ""
         with contextlib.suppress(ValueError):
             hint = f"; did you mean {ipaddress.ip_network(text, strict=False)}?"
         reader.problem(node, field, f"{text!r} is not a CIDR: {error}{hint}")
         return None
-
-
-def _not_ipv4_mapped(
-    reader: _Reader, node: yaml.Node, field: str, text: str, network: IPNetwork
-) -> bool:
-    """False (and a problem reported) for an IPv4-mapped IPv6 range, which can never match.
-
-    Addresses are matched in their IPv4 form even when they arrive IPv4-mapped (a client on a
-    dual-stack socket, a destination written ::ffff:a.b.c.d), so a mapped range would silently
-    match nobody: a destination would pass through without the headers.
-    """
     if isinstance(network, ipaddress.IPv6Network) and (
         mapped := network.network_address.ipv4_mapped
     ):
@@ -451,8 +449,8 @@ def _not_ipv4_mapped(
             f"{text!r} is an IPv4-mapped IPv6 range; write it as IPv4 "
             f"({mapped}/{max(network.prefixlen - 96, 0)})",
         )
-        return False
-    return True
+        return None
+    return network
 
 
 def _check_header_size(
@@ -588,7 +586,7 @@ def _network_clients(
     for position, (item_node, text) in enumerate(items or ()):
         item_field = f"{field}.clients[{position}]"
         network = _parse_cidr(reader, item_node, item_field, text)
-        if network is None or not _not_ipv4_mapped(reader, item_node, item_field, text, network):
+        if network is None:
             continue
         _report_overlaps(reader, item_node, item_field, network, index, seen)
         seen.append((network, item_field, _line(item_node), index))

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, Problem
-from .allowlist import _line, _Reader
+from .allowlist import _check_nesting, _line, _Reader
 from .files import read_text_file
 from .identity import BCRYPT_PREFIXES, SHA_PREFIX, GroupFile, Htpasswd, fold
 from .source_text import yaml_problems
@@ -136,9 +136,13 @@ def read_group_file(reader: _Reader, node: yaml.Node, file: Path) -> GroupFile |
 def _group_yaml(text: str, file: Path, outer: _Reader) -> list[tuple[str, str]] | None:
     reader = _Reader(file)
     try:
+        _check_nesting(text, file, "a group file needs 2 (each group a list of users)")
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         outer.problems.extend(yaml_problems(error, text, str(file)))
+        return None
+    except ConfigError as error:  # nested too deep for the composer
+        outer.problems.extend(error.problems)
         return None
     if not isinstance(root, yaml.MappingNode):
         outer.problems.append(
