@@ -120,9 +120,7 @@ class LdapSettings:
     url: str  # ldap://host[:port] or ldaps://host[:port]
     bind_dn: str
     bind_password_file: Path
-    bind_password: str = field(repr=False, compare=False)
-    # Read with the settings, compared by its digest: a changed password is a changed setting.
-    bind_password_digest: str = field(repr=False)
+    bind_password: str = field(repr=False)  # compared: a changed password is a changed setting
     user_base: str
     user_attribute: str
     groups: str  # member_of | search | none
@@ -172,8 +170,3 @@ class IdentitySettings:
         if self.ldap is not None:
             found.append(self.ldap.bind_password_file)
         return tuple(found)
-
-
-def password_digest(password: str) -> str:
-    """A fingerprint of a secret that can be compared and shown in no log."""
-    return hashlib.sha256(password.encode()).hexdigest()

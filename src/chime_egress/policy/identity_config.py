@@ -41,7 +41,6 @@ from .identity import (
     LdapSettings,
     TrustedHeader,
     fold,
-    password_digest,
 )
 from .identity_files import read_group_file, read_htpasswd, read_secret
 from .ranges import IPNetwork
@@ -265,7 +264,6 @@ def _parse_ldap(reader: _Reader, node: yaml.Node, path: Path) -> LdapSettings | 
         bind_dn=values["bind_dn"],
         bind_password_file=password_file,
         bind_password=password,
-        bind_password_digest=password_digest(password),
         user_base=values["user_base"],
         user_attribute=attribute,
         groups=groups,

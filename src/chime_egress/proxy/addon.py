@@ -29,7 +29,6 @@ from OpenSSL._util import lib as _openssl
 
 from ..errors import ConfigError
 from ..policy.compiled import Policy, load_policy
-from ..policy.diff import diff_policies, summary
 from ..policy.local import LocalDestinations, parse_local_destinations
 from ..private_files import others_may_read
 from .connecting import Connector
@@ -58,7 +57,7 @@ from .options import (
     refused_settings,
 )
 from .reading import ReadTimeout
-from .reloading import ReloadWatcher
+from .reloading import ReloadWatcher, describe_changes
 from .routing import Router
 from .upgrades import UpgradeRelay
 
@@ -162,7 +161,12 @@ class ChimeHeaders:
                 raise exceptions.OptionsError(_invalid_allowlist(error)) from None
             except ReadTimeout as error:
                 raise exceptions.OptionsError(f"chime_allowlist: {path}: {error}") from None
-            self._publish(policy, f"chime: allowlist loaded from {path}: {policy.summary()}")
+            previous = self.current.policy if self.current.loaded else None
+            self._publish(
+                policy,
+                f"chime: allowlist loaded from {path}: {policy.summary()}",
+                describe_changes(previous, policy) if previous is not None else None,
+            )
         if self.policy is not None and self.policy.allowlist.identity and _proxyauth_set():
             raise exceptions.OptionsError(_PROXYAUTH_CONFLICT)
 
@@ -222,10 +226,8 @@ class ChimeHeaders:
             found.append((self.metrics_server.address[0], self.metrics_server.port))
         return found
 
-    def _publish(self, policy: Policy, message: str, changes: str | None = None) -> None:
-        """Put `policy` in force and log `message` with `changes`, what it changed (worked out
-        here when not given: an allowlist option set while running)."""
-        previous = self.current.policy if self.current.loaded else None
+    def _publish(self, policy: Policy, message: str, changes: str | None) -> None:
+        """Put `policy` in force and log `message` with `changes`, what it changed."""
         self.current.publish(policy)
         self.identities.update(policy.allowlist.identity)
         # Nothing below may undo a published reload, nor stop the watcher task.
@@ -235,11 +237,6 @@ class ChimeHeaders:
             )
         except Exception:
             logger.exception("chime: cannot update the configuration metrics")
-        if changes is None and previous is not None:
-            try:  # what the edit did, so a reload says more than the same counts again
-                changes = summary(diff_policies(previous, policy))
-            except Exception:
-                logger.exception("chime: cannot compare the new configuration with the last")
         message += f"; changes: {changes}" if changes else ""
         logger.info(
             message, extra=fields("config_loaded", summary=policy.summary(), changes=changes)

@@ -34,7 +34,6 @@ from ..policy.identity import (
     LDAP_GROUPS_SEARCH,
     LdapSettings,
     fold,
-    password_digest,
 )
 
 WORKERS = 4
@@ -80,11 +79,12 @@ class Directory:
         """The user's entry and groups; None when the directory has no such user."""
         return await self._ask(("user", fold(user)), lambda: self._find_user(user))
 
-    async def check_password(self, dn: str, password: str) -> bool:
-        """Whether a simple bind as `dn` with `password` succeeds."""
+    async def check_password(self, dn: str, password: str, digest: str) -> bool:
+        """Whether a simple bind as `dn` with `password` succeeds; `digest` is the password's
+        keyed fingerprint (the resolver's), which identifies the same question in flight."""
         if not password:  # an empty password is an anonymous bind: it would "succeed"
             return False
-        key = ("bind", dn, password_digest(password))
+        key = ("bind", dn, digest)
         return await self._ask(key, lambda: self._bind_as(dn, password))
 
     async def _ask(self, key: tuple[str, ...], work: Callable[[], T]) -> T:

@@ -60,11 +60,6 @@ class Drain:
         self._master: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def ready(self) -> bool:
-        """Whether new clients are welcome: False from the first signal on."""
-        return not self.draining
-
     def install(self, master: Any) -> None:
         """Take SIGTERM and SIGINT from mitmproxy (called in `running`, on the event loop).
 
@@ -74,8 +69,8 @@ class Drain:
         the loop is busy with thousands of connections, so the watchdog's bound holds from the
         moment the signal arrives.
         """
-        if master.addons.get("proxyserver") is None:
-            return
+        if master.addons.get("proxyserver") is None or self._master is master:
+            return  # no server to drain, or installed already (the launcher does it early)
         self._master = master
         try:
             self._loop = asyncio.get_running_loop()

@@ -125,7 +125,7 @@ class Resolver:
             self._count(source, "cached_failure")
             return False
         try:
-            ok = await self._check(user, password)
+            ok = await self._check(user, password, digest)
         except DirectoryUnavailable:
             self._count(source, "unavailable")
             raise
@@ -136,7 +136,7 @@ class Resolver:
             self._failures[key] = True
         return ok
 
-    async def _check(self, user: str, password: str) -> bool:
+    async def _check(self, user: str, password: str, digest: str) -> bool:
         htpasswd = self.settings.htpasswd
         if htpasswd is not None and self._pool is not None:
             loop = asyncio.get_running_loop()
@@ -147,7 +147,7 @@ class Resolver:
         if entry is None:
             return False
         self._answers[("groups", fold(user))] = entry.groups  # the same search told them
-        return await self.directory.check_password(entry.dn, password)
+        return await self.directory.check_password(entry.dn, password, digest)
 
     async def groups(self, user: str | None) -> frozenset[str]:
         """The user's groups from the group file and the directory (folded names)."""

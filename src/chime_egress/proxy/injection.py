@@ -86,7 +86,7 @@ class Injector:
             flow.kill()
             return
         headers = {"Content-Type": "text/plain"}
-        if not (request.is_http2 or request.is_http3):
+        if not _is_h2(flow):
             headers["Connection"] = "close"  # nothing pipelined after it is read either
         flow.response = http.Response.make(
             400, f"chime-egress: request refused: {why}\n".encode(), headers
@@ -136,16 +136,10 @@ class Injector:
         if problem is not None:
             self._reject(flow, problem)
             return
-        headers = flow.request.headers
-        stripped = 0
-        for name in CHIME_HEADER_NAMES:
-            if headers.pop(name, None) is not None:  # removes every copy, in any letter case
-                stripped += 1
+        stripped = _replace_chime_headers(flow.request.headers, _header_lines(flow, client_policy))
         if stripped:
             stripped_counter = self.metrics.client_headers_stripped
             self.metrics.child(stripped_counter, client_policy.name).inc(stripped)
-        for name, value in _header_lines(flow, client_policy):
-            headers[name] = value
         # Saved flows (-w) must stay serializable: only text in metadata, the policy beside it.
         flow.metadata[INJECTED_NETWORK] = client_policy.name
         self._injected[flow] = client_policy
@@ -196,10 +190,7 @@ class Injector:
                 f"{printable(flow.request.pretty_host)}; restoring the configured ones",
                 extra=fields("headers_restored", host=flow.request.pretty_host),
             )
-            for name in CHIME_HEADER_NAMES:
-                headers.pop(name, None)
-            for name, value in lines:
-                headers[name] = value
+            _replace_chime_headers(headers, lines)
         self._checked[flow] = flow.request.data.headers.fields
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -242,6 +233,18 @@ class Injector:
 
 def _is_h2(flow: http.HTTPFlow) -> bool:
     return flow.request.is_http2 or flow.request.is_http3
+
+
+def _replace_chime_headers(headers: http.Headers, lines: tuple[tuple[str, str], ...]) -> int:
+    """Every copy of the Chime headers out (any letter case), `lines` in; how many names had
+    copies to remove."""
+    stripped = 0
+    for name in CHIME_HEADER_NAMES:
+        if headers.pop(name, None) is not None:
+            stripped += 1
+    for name, value in lines:
+        headers[name] = value
+    return stripped
 
 
 def _header_lines(flow: http.HTTPFlow, client_policy: ClientPolicy) -> tuple[tuple[str, str], ...]:

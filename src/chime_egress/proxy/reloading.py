@@ -118,9 +118,14 @@ def _load_and_compare(path: Path, previous: Policy) -> tuple[Policy, str | None]
     """The new policy and what it changes, both worked out in the reload's thread: comparing a
     long allowlist switched to enforce takes tens of milliseconds, kept off the event loop."""
     policy = load_policy(path)
+    return policy, describe_changes(previous, policy)
+
+
+def describe_changes(previous: Policy, policy: Policy) -> str | None:
+    """What `policy` changes from `previous`, in a line for the log; None when the comparison
+    itself fails (logged): a reload never fails for want of its description."""
     try:
-        changes: str | None = summary(diff_policies(previous, policy))
+        return summary(diff_policies(previous, policy))
     except Exception:
         logger.exception("chime: cannot compare the new configuration with the last")
-        changes = None
-    return policy, changes
+        return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from mitmproxy import ctx, exceptions, hooks
@@ -44,7 +43,7 @@ def stop_start_up(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def install(script: str, make_addon: Callable[[], _Addon], label: str) -> list[object]:
+def install(script: str, make_addon: type[_Addon], label: str) -> list[object]:
     """The `addons` of an entry script: an anchor that registers the addon with the master once.
 
     The registration happens in the anchor's first `configure`, which mitmproxy calls right after
@@ -57,7 +56,7 @@ def install(script: str, make_addon: Callable[[], _Addon], label: str) -> list[o
 class ScriptAnchor:
     """In the script's namespace: registers the addon once, and reports the script's unload."""
 
-    def __init__(self, script: str, make_addon: Callable[[], _Addon], label: str) -> None:
+    def __init__(self, script: str, make_addon: type[_Addon], label: str) -> None:
         self.script = script
         self.make_addon = make_addon
         self.label = label
@@ -68,13 +67,13 @@ class ScriptAnchor:
             return
         self.anchored = True
         master = ctx.master
-        addon = self.make_addon()
-        if master.addons.get(addon.name) is not None:
+        if master.addons.get(self.make_addon.name) is not None:
             logger.info(
                 f"{self.label}: {self.script} loaded again; the addon loaded at start-up stays "
                 "in force as it is (changes to its code take effect at the next start)"
             )
             return
+        addon = self.make_addon()  # built only when it is to be registered
         try:
             master.addons.add(addon)  # its options are known from here on
             known = master.options.keys()
