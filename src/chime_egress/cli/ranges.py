@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..policy.allowlist import Allowlist, Destinations, load_allowlist
 from ..policy.compiled import Policy
+from ..policy.files import MAX_RANGES_BYTES
 from ..policy.ranges import (
     Prefix,
     RangesSnapshot,
@@ -35,7 +36,7 @@ from ..policy.ranges import (
     load_aws_ranges,
     parse_address,
 )
-from ..policy.ranges_update import MIN_PREFIX_LENGTH, update_concerns
+from ..policy.ranges_update import MIN_PREFIX_LENGTH, prefix_key, update_concerns
 from .support import (
     EXIT_INVALID,
     EXIT_NO,
@@ -57,7 +58,7 @@ from .support import (
 )
 
 # AWS's file is about 3 MB; a source far larger is not an ip-ranges.json and must not fill memory.
-MAX_SOURCE_BYTES = 64 * 1024 * 1024
+MAX_SOURCE_BYTES = MAX_RANGES_BYTES  # what update writes, load_aws_ranges must read back
 # The whole read of the source, connecting and redirects included: a source that trickles a byte
 # at a time must not hold the update (and the cron job running it) forever.
 DEFAULT_DEADLINE_SECONDS = 120.0
@@ -471,13 +472,10 @@ def _changes(
 ) -> dict[str, Any]:
     """The prefixes added and removed (shown as lines; returned for the JSON report)."""
 
-    def key(prefix: Prefix) -> tuple[str, str, str]:
-        return (str(prefix.network), prefix.service, prefix.region)
-
-    old_keys = {key(prefix) for prefix in old}
-    new_keys = {key(prefix) for prefix in new}
-    added = [prefix for prefix in new if key(prefix) not in old_keys]
-    removed = [prefix for prefix in old if key(prefix) not in new_keys]
+    old_keys = {prefix_key(prefix) for prefix in old}
+    new_keys = {prefix_key(prefix) for prefix in new}
+    added = [prefix for prefix in new if prefix_key(prefix) not in old_keys]
+    removed = [prefix for prefix in old if prefix_key(prefix) not in new_keys]
     print_columns(
         [
             (f"{sign} {prefix.network}", prefix.service, prefix.region)

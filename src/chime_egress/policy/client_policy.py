@@ -11,6 +11,7 @@ two assignments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .allowlist import DEFAULT_NETWORK_NAME, ENFORCE, OBSERVE, Allowlist, App, header_input
 from .headers import ChimeHeaders, build_headers
@@ -19,6 +20,7 @@ from .ranges import IPAddress, IPNetwork, parse_address
 
 # Clients of one proxy are a bounded population, but a scan must not grow the cache forever.
 _CACHE_LIMIT = 65536
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -114,26 +116,16 @@ class ClientPolicies:
         try:
             return self._identity_cache[key]
         except KeyError:
-            pass
-        found = next((p for p in self.identities if p.matches(identity)), None)
-        if found is None:
-            found = self.for_client(address)
-        if len(self._identity_cache) >= _CACHE_LIMIT:
-            self._identity_cache.clear()
-        self._identity_cache[key] = found
-        return found
+            found = next((p for p in self.identities if p.matches(identity)), None)
+            return _remember(self._identity_cache, key, found or self.for_client(address))
 
     def for_client(self, address: str) -> ClientPolicy:
         """The policy for a client's source address (an IP literal; anything else: default)."""
         try:
             return self._cache[address]
         except KeyError:
-            pass
-        found = self._first_holding(parse_address(address)) if self.networks else self.default
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[address] = found
-        return found
+            found = self._first_holding(parse_address(address)) if self.networks else self.default
+            return _remember(self._cache, address, found)
 
     def _first_holding(self, address: IPAddress | None) -> ClientPolicy:
         if address is not None:
@@ -167,3 +159,11 @@ def compile_client_policies(allowlist: Allowlist) -> ClientPolicies:
         for entry in allowlist.identities
     )
     return ClientPolicies(default, networks, identities)
+
+
+def _remember(cache: dict[K, ClientPolicy], key: K, found: ClientPolicy) -> ClientPolicy:
+    """`found`, stored under `key`; a full cache starts again (bounded: clients choose keys)."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = found
+    return found

@@ -46,17 +46,16 @@ def parse_local_destinations(text: str) -> tuple[IPNetwork, ...]:
             ) from None
         if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
             raise ValueError(f"{OPTION}: {entry!r} is an IPv4-mapped IPv6 range; write it as IPv4")
-        if not any(_within(network, local) for local in LOCAL_NETWORKS):
+        if not any(
+            network.version == local.version and network.subnet_of(local)  # type: ignore[arg-type]
+            for local in LOCAL_NETWORKS
+        ):
             raise ValueError(
                 f"{OPTION}: {entry!r} is not a loopback, link-local or unspecified range, and "
                 f"only those are refused ({', '.join(map(str, LOCAL_NETWORKS))}); remove it"
             )
         allowed.append(network)
     return tuple(allowed)
-
-
-def _within(network: IPNetwork, local: IPNetwork) -> bool:
-    return network.network_address in local and network.broadcast_address in local
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,8 @@ class LocalDestinations:
         `listeners` are the (host, port) pairs the proxy listens on; `is_local` says whether an
         address belongs to this host (asked only for a port the proxy listens on).
         """
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # judged as the IPv4 address it is
         for host, listen_port in listeners:
             if port != listen_port:
                 continue
@@ -85,8 +86,6 @@ class LocalDestinations:
                     return f"{_join(address, port)} is the proxy's own listener"
             elif _same_address(host, address):
                 return f"{_join(address, port)} is the proxy's own listener"
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         for network in LOCAL_NETWORKS:
             if address in network and not any(address in allowed for allowed in self.allowed):
                 return (

@@ -19,7 +19,8 @@ SMALL_CHANGE = 4
 """Prefixes that may come or go at once in any file; beyond it, at most half the count."""
 
 
-def _key(prefix: Prefix) -> tuple[str, str, str]:
+def prefix_key(prefix: Prefix) -> tuple[str, str, str]:
+    """What makes two snapshots' entries the same entry."""
     return (str(prefix.network), prefix.service, prefix.region)
 
 
@@ -66,7 +67,9 @@ def update_concerns(current: RangesSnapshot | None, new: RangesSnapshot) -> list
             f"the services and regions change (new: {added}; gone: {removed}); "
             "check AWS's announcement"
         )
-    same_prefixes = {_key(p) for p in current.prefixes} == {_key(p) for p in new.prefixes}
+    same_prefixes = {prefix_key(p) for p in current.prefixes} == {
+        prefix_key(p) for p in new.prefixes
+    }
     new_token, old_token = new.sync_token_number, current.sync_token_number
     if new_token < old_token:
         # AWS's change notifications can arrive out of order; an older file is stale.
