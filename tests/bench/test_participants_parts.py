@@ -10,6 +10,8 @@ import asyncio
 import math
 import os
 import random
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -206,3 +208,16 @@ def test_outcome_derives_rates_timeouts_and_memory_per_participant() -> None:
     outcome.proxy_rss_growth = 249_000
     assert outcome.relayed == 2 * 990 + 500
     assert outcome.growth_per_message == pytest.approx(249_000 / 2480)
+
+
+def test_the_tls_memory_bench_measures_pairs() -> None:
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bench_tls_memory.py"
+    run = subprocess.run(
+        [sys.executable, str(bench), "--pairs", "20"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.fullmatch(
+        r"OpenSSL .+, groups default, handshaken: 20 pairs, RSS -?[\d.]+ KiB, "
+        r"malloc in use [\d.]+ KiB per pair\n",
+        run.stdout,
+    ), run.stdout

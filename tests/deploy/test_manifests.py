@@ -19,6 +19,11 @@ import yaml
 from packaging.requirements import Requirement
 
 from chime_egress.policy.compiled import load_policy
+from chime_egress.proxy.drain import (
+    CLOSE_GRACE_SECONDS,
+    DEFAULT_DRAIN_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -26,6 +31,10 @@ SCALE_OUT = ROOT / "deploy" / "compose-scale-out.yml"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 DOCKERFILE = ROOT / "Dockerfile"
 CONTAINER_CONFDIR = "/home/mitmproxy/.mitmproxy"
+# The drain the shipped files rely on (no chime_drain_seconds given) and the most the process
+# takes after its deadline: a grace period shorter than both cuts meetings short.
+DEFAULT_DRAIN = float(DEFAULT_DRAIN_SECONDS)
+AFTER_DEADLINE = CLOSE_GRACE_SECONDS + SHUTDOWN_GRACE_SECONDS
 HEALTH = ["chime-egress", "health", "--quiet", "--proxy", "127.0.0.1:8080", "--timeout", "5"]
 
 
@@ -199,7 +208,7 @@ def _covers_the_default_drain(service: dict[str, Any]) -> None:
     # Compose's default (10 s) would cut the drain short: the default drain (20 s), its 8 s
     # bound, and a margin for a busy machine.
     grace = re.fullmatch(r"(\d+)s", service["stop_grace_period"])
-    assert grace is not None and int(grace.group(1)) >= 20 + 8 + 5
+    assert grace is not None and int(grace.group(1)) >= DEFAULT_DRAIN + AFTER_DEADLINE + 5
 
 
 def test_scale_out_compose_file() -> None:
@@ -284,9 +293,11 @@ def test_deployment_service_configmap_agree() -> None:
     sleep, seconds = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep == "sleep"  # in the image (Debian's coreutils); the sleep action needs k8s 1.30
     pre_stop = int(seconds)
-    drain = 20
+    drain = DEFAULT_DRAIN
     assert not any(arg.startswith("chime_drain_seconds=") for arg in container["command"])
-    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain + 8
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > (
+        pre_stop + drain + AFTER_DEADLINE
+    )
     port_names = {port["name"] for port in container["ports"]}
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in port_names

@@ -96,7 +96,6 @@ def test_no_connections_exits_0_promptly(
     proxy = start(proxy_launcher, allowlist, entry, drain=20, metrics=metrics)
     assert probe(metrics, "/ready")[0] == 200
     signal_and_wait_for_drain(proxy, signum)
-    assert not accepts(proxy.port), "a new connection was accepted while draining"
     took = wait_for_exit(proxy, AFTER_DEADLINE)  # nothing to wait for: well before 20 s
     assert proxy.returncode == 0, proxy.describe()
     print(f"exit {took:.2f} s after draining began (no connections)")

@@ -649,6 +649,7 @@ async def test_an_announced_bounded_report_body_is_read(
 ) -> None:
     csp, _, _ = addon
     flow = report_headers_flow(*headers, http_version=http_version)
+    flow.request.stream = True  # as mitmproxy's stream_large_bodies would have it
     csp.requestheaders(flow)
     assert flow.error is None and flow.response is None
     assert flow.request.stream is False, "never streamed: the body must not go to the app"
