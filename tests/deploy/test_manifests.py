@@ -19,11 +19,8 @@ import yaml
 from packaging.requirements import Requirement
 
 from chime_egress.policy.compiled import load_policy
-from chime_egress.proxy.drain import (
-    CLOSE_GRACE_SECONDS,
-    DEFAULT_DRAIN_SECONDS,
-    SHUTDOWN_GRACE_SECONDS,
-)
+from chime_egress.proxy.drain import CLOSE_GRACE_SECONDS, SHUTDOWN_GRACE_SECONDS
+from chime_egress.proxy.options import DEFAULT_DRAIN_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

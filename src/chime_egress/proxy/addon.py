@@ -33,7 +33,7 @@ from ..policy.local import LocalDestinations, parse_local_destinations
 from ..private_files import others_may_read
 from .connecting import Connector
 from .current import CurrentPolicy
-from .drain import Drain, parse_drain_seconds
+from .drain import Drain
 from .endpoint import (
     LIVE_PATH,
     READY_PATH,
@@ -52,6 +52,7 @@ from .options import (
     REFUSED_OPTIONS,
     parse_allowlist_option,
     parse_check_host,
+    parse_drain_seconds,
     parse_reload_interval,
     parse_websocket_relay,
     refused_settings,

@@ -27,28 +27,17 @@ import time
 from typing import Any
 
 from .jsonlog import fields
+from .options import DEFAULT_DRAIN_SECONDS
+from .resident import close_all
 
 logger = logging.getLogger("chime_egress")
 
-DEFAULT_DRAIN_SECONDS = "20"
-MAX_DRAIN_SECONDS = 3600.0
 # After the deadline's closes, how long the connections' own clean-up may take (mitmproxy's
 # handlers finish one by one), then mitmproxy's shutdown: the watchdog ends the process at the
 # drain deadline plus both, 8 s.
 CLOSE_GRACE_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.1
-
-
-def parse_drain_seconds(text: str) -> float:
-    """chime_drain_seconds: how long open connections may go on after SIGTERM (0 to 3600)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"chime_drain_seconds must be seconds, not {text!r}") from None
-    if not 0 <= seconds <= MAX_DRAIN_SECONDS:  # also refuses nan
-        raise ValueError(f"chime_drain_seconds must be between 0 and {MAX_DRAIN_SECONDS:g}")
-    return seconds
 
 
 class Drain:
@@ -108,18 +97,16 @@ class Drain:
         deadline = self.started + self.seconds
         while server.connections and time.monotonic() < deadline:
             await asyncio.sleep(_POLL_SECONDS)
-        left = list(server.connections.values())
-        for handler in left:
-            handler.close_connection(handler.client)
+        closed = close_all(server)
         elapsed = time.monotonic() - self.started
         logger.info(
-            f"chime: drained in {elapsed:.1f} s: {open_now - len(left)} connection(s) ended by "
-            f"themselves, {len(left)} closed at the deadline; stopping",
+            f"chime: drained in {elapsed:.1f} s: {open_now - closed} connection(s) ended by "
+            f"themselves, {closed} closed at the deadline; stopping",
             extra=fields(
                 "drain_finished",
                 seconds=round(elapsed, 3),
-                ended=open_now - len(left),
-                closed=len(left),
+                ended=open_now - closed,
+                closed=closed,
             ),
         )
         # Left to finish their clean-up, the closed connections leave the event loop little to

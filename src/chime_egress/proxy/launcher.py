@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mitmproxy import exceptions, hooks, optmanager
+from mitmproxy import exceptions, optmanager
 from mitmproxy.options import Options
 from mitmproxy.tools import cmdline
 from mitmproxy.tools.dump import DumpMaster
@@ -35,7 +35,7 @@ from mitmproxy.tools.main import process_options
 from mitmproxy.utils import debug
 
 from .addon import ChimeHeaders
-from .options import unknown_options
+from .resident import configure_now
 
 PROG = "chime-egress run"
 EVENT_LOOPS = ("asyncio", "uvloop")
@@ -161,10 +161,8 @@ async def prepare(arguments: list[str]) -> ChimeEgressMaster | int:
                 save_stream_filter=expression, readfile_filter=expression, dumper_filter=expression
             )
         # Options of scripts given with -s are still deferred here; chime_* names are all ours.
-        if problems := unknown_options(options.deferred, options.keys()):
-            raise exceptions.OptionsError("\n".join(problems))
         # Every option, once, before anything listens: the allowlist is loaded (or refused) here.
-        master.addons.invoke_addon_sync(master.chime, hooks.ConfigureHook(set(options.keys())))
+        configure_now(master, master.chime)
     except exceptions.OptionsError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1

@@ -32,6 +32,9 @@ class OptionSpec:
 DEFAULT_ALLOWLIST = "config/allowlist.yaml"
 DEFAULT_RELOAD_INTERVAL = "1"
 DEFAULT_CHECK_HOST = "chime-egress.invalid"
+DEFAULT_DRAIN_SECONDS = "20"
+MAX_DRAIN_SECONDS = 3600.0
+DEFAULT_WEBSOCKET_RELAY = "tcp"
 WEBSOCKET_RELAYS = ("tcp", "websocket")  # proxy/upgrades.py
 
 OPTIONS: tuple[OptionSpec, ...] = (
@@ -47,7 +50,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "chime_websocket_relay",
-        "tcp",
+        DEFAULT_WEBSOCKET_RELAY,
         "How WebSocket messages on intercepted Chime connections are relayed after the upgrade "
         "(which gets the headers): 'tcp' relays the bytes without parsing frames; 'websocket' "
         "parses every message, as mitmproxy does by default.",
@@ -73,7 +76,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "chime_drain_seconds",
-        "20",
+        DEFAULT_DRAIN_SECONDS,
         "On SIGTERM or SIGINT: stop accepting at once, let open connections go on for up to this "
         "many seconds (0 to 3600), then close them and exit 0. A second signal exits at once.",
     ),
@@ -106,6 +109,17 @@ def parse_reload_interval(text: str) -> float:
         raise ValueError(f"chime_reload_interval must be seconds, not {text!r}") from None
     if not 0.05 <= seconds <= 5:
         raise ValueError("chime_reload_interval must be between 0.05 and 5 seconds")
+    return seconds
+
+
+def parse_drain_seconds(text: str) -> float:
+    """chime_drain_seconds: how long open connections may go on after SIGTERM (0 to 3600)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"chime_drain_seconds must be seconds, not {text!r}") from None
+    if not 0 <= seconds <= MAX_DRAIN_SECONDS:  # also refuses nan
+        raise ValueError(f"chime_drain_seconds must be between 0 and {MAX_DRAIN_SECONDS:g}")
     return seconds
 
 

@@ -21,6 +21,7 @@ from ..policy.diff import diff_policies, summary
 from .current import CurrentPolicy
 from .jsonlog import fields
 from .metrics import Metrics
+from .options import DEFAULT_RELOAD_INTERVAL
 from .reading import Deadline, ReadTimeout
 
 logger = logging.getLogger("chime_egress")
@@ -36,7 +37,7 @@ class ReloadWatcher:
         self.current = current
         self.metrics = metrics
         self.publish = publish
-        self.interval = 1.0  # seconds; the addon sets chime_reload_interval's value
+        self.interval = float(DEFAULT_RELOAD_INTERVAL)  # the addon sets chime_reload_interval's
         self.deadline = Deadline()
         self._task: asyncio.Task[None] | None = None
         self._unreadable: str | None = None  # the last failure to check the files, logged once

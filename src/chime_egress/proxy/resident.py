@@ -76,12 +76,9 @@ class ScriptAnchor:
         addon = self.make_addon()  # built only when it is to be registered
         try:
             master.addons.add(addon)  # its options are known from here on
-            known = master.options.keys()
-            if problems := unknown_options(master.options.deferred, known):
-                raise exceptions.OptionsError("\n".join(problems))
             # mitmproxy configures a script's own addons after loading it; this one is not the
             # script's, so it is configured here, with every option, as at start-up.
-            master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(known)))
+            configure_now(master, addon)
         except exceptions.OptionsError as error:
             stop_start_up(str(error))
         loader = master.addons.get("scriptloader")
@@ -100,6 +97,23 @@ class ScriptAnchor:
         )
 
 
+def configure_now(master: Any, addon: object) -> None:
+    """Configure a just-added addon with every option, once, as mitmproxy does at start-up;
+    OptionsError for an option nobody defines (a typo) or one the addon refuses."""
+    known = master.options.keys()
+    if problems := unknown_options(master.options.deferred, known):
+        raise exceptions.OptionsError("\n".join(problems))
+    master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(known)))
+
+
+def close_all(server: Any) -> int:
+    """Close every connection of mitmproxy's proxy server addon; how many there were."""
+    handlers = list(getattr(server, "connections", {}).values())
+    for handler in handlers:
+        handler.close_connection(handler.client)
+    return len(handlers)
+
+
 def close_connections_made_without(master: Any, label: str) -> None:
     """Close the connections the proxy accepted before the addon was in force.
 
@@ -107,12 +121,8 @@ def close_connections_made_without(master: Any, label: str) -> None:
     an HTTP/2 connection) would go on carrying requests without the headers. Closed, its client
     reconnects through the addon. At an ordinary start-up there are none.
     """
-    server = master.addons.get("proxyserver")
-    handlers = list(getattr(server, "connections", {}).values())
-    for handler in handlers:
-        handler.close_connection(handler.client)
-    if handlers:
+    if closed := close_all(master.addons.get("proxyserver")):
         logger.warning(
-            f"{label}: closed {len(handlers)} connection(s) accepted before the addon was in "
+            f"{label}: closed {closed} connection(s) accepted before the addon was in "
             "force; their clients reconnect through it"
         )

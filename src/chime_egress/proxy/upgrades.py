@@ -21,6 +21,8 @@ from weakref import WeakSet
 
 from mitmproxy import connection, ctx, http, tcp
 
+from .options import DEFAULT_WEBSOCKET_RELAY
+
 
 class UnrecordedTCPFlow(tcp.TCPFlow):
     """A relayed upgrade's flow, which mitmproxy's TCP layer treats as no flow at all."""
@@ -31,7 +33,7 @@ class UnrecordedTCPFlow(tcp.TCPFlow):
 
 class UpgradeRelay:
     def __init__(self) -> None:
-        self.relay = "tcp"  # chime_websocket_relay
+        self.relay = DEFAULT_WEBSOCKET_RELAY  # the addon sets chime_websocket_relay's value
         self._upgraded: WeakSet[connection.Client] = WeakSet()
 
     def response(self, flow: http.HTTPFlow) -> None:

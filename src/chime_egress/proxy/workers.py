@@ -36,6 +36,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from .endpoint import LIVE_PATH, READY_PATH
 from .launcher import PROG, WORKER_ENV, LaunchOptions, prepare
 from .metrics import MetricsServer, parse_listen_address
 
@@ -46,8 +47,8 @@ _PROBE_TIMEOUT = 2.0
 
 
 async def supervise(launch: LaunchOptions) -> int:
-    arguments = _without_metrics(launch.mitmdump)
-    metrics_address = parse_listen_address(_metrics_setting(launch.mitmdump) or "")
+    arguments, metrics_setting = _split_metrics(launch.mitmdump)
+    metrics_address = parse_listen_address(metrics_setting or "")
     # The whole configuration checked as one proxy would (its messages, exit code 1), without
     # the metrics port, which the supervisor serves itself.
     master = await prepare(arguments)
@@ -127,34 +128,27 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _metrics_setting(arguments: list[str]) -> str | None:
-    """The value of `--set chime_metrics=...` on the command line, if any (the last one)."""
-    found = None
-    for index, argument in enumerate(arguments):
-        spec = arguments[index + 1] if argument == "--set" and index + 1 < len(arguments) else ""
-        if argument.startswith("--set="):
-            spec = argument.removeprefix("--set=")
-        if spec.startswith("chime_metrics="):
-            found = spec.partition("=")[2]
-    return found
-
-
-def _without_metrics(arguments: list[str]) -> list[str]:
-    """The command line without `--set chime_metrics=...`: each worker gets a port of its own."""
+def _split_metrics(arguments: list[str]) -> tuple[list[str], str | None]:
+    """The command line without `--set chime_metrics=...` (each worker gets a port of its own),
+    and that setting's value (the last one), if any."""
     kept: list[str] = []
-    skip = False
-    for index, argument in enumerate(arguments):
-        if skip:
-            skip = False
-            continue
-        following = arguments[index + 1] if index + 1 < len(arguments) else ""
-        if argument == "--set" and following.startswith("chime_metrics"):
-            skip = True
-            continue
-        if argument.startswith("--set=chime_metrics"):
-            continue
-        kept.append(argument)
-    return kept
+    value: str | None = None
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument == "--set" and index + 1 < len(arguments):
+            spec, taken = arguments[index + 1], 2
+        elif argument.startswith("--set="):
+            spec, taken = argument.removeprefix("--set="), 1
+        else:
+            spec, taken = "", 1
+        name, _, setting = spec.partition("=")
+        if name == "chime_metrics":
+            value = setting
+        else:
+            kept.extend(arguments[index : index + taken])
+        index += taken
+    return kept, value
 
 
 async def _wait(processes: list[asyncio.subprocess.Process]) -> int:
@@ -231,7 +225,7 @@ def _serve_aggregate(address: tuple[str, int], ports: list[int]) -> MetricsServe
         body = b"[" + b",".join(body.strip() or b"null" for _, body in answers) + b"]\n"
         return status, body
 
-    probes = {"/ready": lambda: every("/ready"), "/live": lambda: every("/live")}
+    probes = {READY_PATH: lambda: every(READY_PATH), LIVE_PATH: lambda: every(LIVE_PATH)}
     return MetricsServer(registry, *address, probes=probes)
 
 
