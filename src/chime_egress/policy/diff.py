@@ -173,27 +173,21 @@ def _stand_in(entry: ClientPolicy, other: ClientPolicies) -> ClientPolicy:
 def _settings_diff(old: ClientPolicy, new: ClientPolicy, status: str | None = None) -> SettingsDiff:
     """`old` and `new` as they apply to the same clients; `status` for an added or removed
     entry, which is compared with its stand-in (named in the diff)."""
-    stand_in = None
+    clients: tuple[tuple[str, ...], tuple[str, ...]]
     if status == ADDED:
-        stand_in, either = old.name, new
+        stand_in, either, clients = old.name, new, ((), _clients(new))
     elif status == REMOVED:
-        stand_in, either = new.name, old
+        stand_in, either, clients = new.name, old, (_clients(old), ())
     else:
-        either = new
+        stand_in, either, clients = None, new, (_clients(old), _clients(new))
     old_apps = _apps(old)
     new_apps = _apps(new)
     headers = (_header_values(old), _header_values(new))
     mode = (old.mode, new.mode)
-    if status == ADDED:
-        clients: tuple[tuple[str, ...], tuple[str, ...]] = ((), _clients(new))
-    elif status == REMOVED:
-        clients = (_clients(old), ())
-    else:
-        clients = (_clients(old), _clients(new))
     apps_added = tuple(key for key in new_apps if key not in old_apps)
     apps_removed = tuple(key for key in old_apps if key not in new_apps)
     tenants_added, tenants_removed = _tenant_changes(old_apps, new_apps)
-    sessions = _session_changes(old_apps, new_apps, old, new)
+    sessions = _session_changes(old_apps, new_apps)
     if status is None:
         changed = (mode[0], clients[0], headers[0]) != (mode[1], clients[1], headers[1])
         status = CHANGED if changed or old_apps != new_apps else UNCHANGED
@@ -212,19 +206,19 @@ def _settings_diff(old: ClientPolicy, new: ClientPolicy, status: str | None = No
     )
 
 
-def _apps(policy: ClientPolicy | None) -> dict[str, tuple[str, ...]]:
+def _apps(policy: ClientPolicy) -> dict[str, tuple[str, ...]]:
     """AppKey -> tenants (empty: any tenant) in force, in header order; none in observe mode."""
-    if policy is None or policy.observing:
+    if policy.observing:
         return {}
     return {app.app_key: app.tenants for app in policy.apps}
 
 
-def _clients(policy: ClientPolicy | None) -> tuple[str, ...]:
-    return tuple(str(network) for network in policy.clients) if policy else ()
+def _clients(policy: ClientPolicy) -> tuple[str, ...]:
+    return tuple(str(network) for network in policy.clients)
 
 
-def _header_values(policy: ClientPolicy | None) -> dict[str, str]:
-    return dict(policy.http1_headers) if policy else {}
+def _header_values(policy: ClientPolicy) -> dict[str, str]:
+    return dict(policy.http1_headers)
 
 
 def _tenant_changes(
@@ -265,15 +259,12 @@ def _example_sessions(
 
 
 def _session_changes(
-    old_apps: dict[str, tuple[str, ...]],
-    new_apps: dict[str, tuple[str, ...]],
-    old: ClientPolicy | None,
-    new: ClientPolicy | None,
+    old_apps: dict[str, tuple[str, ...]], new_apps: dict[str, tuple[str, ...]]
 ) -> tuple[SessionChange, ...]:
     if old_apps == new_apps:  # the same apps and tenants in force: every verdict is the same
         return ()
     # Parsed once: judging hundreds of sessions must not parse the headers hundreds of times.
-    old_headers, new_headers = _parsed(old), _parsed(new)
+    old_headers, new_headers = _parsed(old_apps), _parsed(new_apps)
     changes = []
     for label, session in _example_sessions(old_apps, new_apps):
         before = judge_parsed(session, *old_headers).decision.value
@@ -284,16 +275,17 @@ def _session_changes(
 
 
 def _parsed(
-    policy: ClientPolicy | None,
+    apps: dict[str, tuple[str, ...]],
 ) -> tuple[frozenset[str] | None, dict[str, tuple[str, ...]] | None]:
-    """What the headers `policy` sends say, as `judge_parsed` takes it; none sent: (None, None).
+    """What the headers sent for `apps` (`_apps`: none in observe mode) say, as `judge_parsed`
+    takes it; none sent: (None, None).
 
     Taken from the apps the headers are rendered from (headers.build_headers), not by parsing
     the rendered values again: a long allowlist's reload must not re-validate every AppKey."""
-    if policy is None or policy.headers is None:
+    if not apps:
         return None, None
-    tenants = {app.app_key: app.tenants for app in policy.apps if app.tenants}
-    return frozenset(app.app_key for app in policy.apps), tenants or None
+    tenants = {key: listed for key, listed in apps.items() if listed}
+    return frozenset(apps), tenants or None
 
 
 # Text: the review's lines, and the reload log's one-line summary.
