@@ -13,7 +13,6 @@ import http.client
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -387,6 +386,9 @@ def test_launcher_runs_from_the_installed_package_alone(
     """Only the package (as `pip install .` puts it in site-packages), from a folder elsewhere."""
     site = tmp_path / "site-packages"
     shutil.copytree(REPO_ROOT / "src" / "chime_egress", site / "chime_egress")
+    # A mark only this copy has: the proxy's check page tells which package it runs.
+    init = site / "chime_egress" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "copied-'))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proxy = MitmdumpProcess(confdir=mitm_confdir, cwd=elsewhere, label="installed launcher")
@@ -420,15 +422,8 @@ def test_launcher_runs_from_the_installed_package_alone(
     try:
         loaded = proxy.wait_for_log(r"allowlist loaded from (\S+):")
         assert loaded.group(1) == str(allowlist)
-        code = "import chime_egress; print(chime_egress.__file__)"
-        where = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONPATH": str(site)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert where.startswith(str(site)), where
+        check = curl("http://chime-egress.invalid/check.json", proxy_port=proxy.port)
+        assert check.json["version"].startswith("copied-"), check
         assert_enforced(proxy, chime_server, "through the installed launcher")
     finally:
         proxy.stop()
