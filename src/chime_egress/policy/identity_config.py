@@ -354,6 +354,7 @@ def parse_identities(
         )
     entries: list[IdentityEntry] = []
     earlier: dict[tuple[str, str], tuple[str, int]] = {}  # (kind, folded name) -> (field, line)
+    known = {kind: _known(settings, kind) for kind in ("users", "groups")}  # once, not per entry
     for index, entry_node in enumerate(node.value):
         field = f"identities[{index}]"
         fields = reader.mapping(entry_node, field, _ENTRY_KEYS)
@@ -363,8 +364,8 @@ def parse_identities(
         mode, apps = _entry_mode_and_apps(
             reader, fields, entry_node, field, has_default_apps, "them"
         )
-        users = _names(reader, fields, "users", field, settings, earlier)
-        groups = _names(reader, fields, "groups", field, settings, earlier)
+        users = _names(reader, fields, "users", field, settings, known["users"], earlier)
+        groups = _names(reader, fields, "groups", field, settings, known["groups"], earlier)
         if "users" not in fields and "groups" not in fields:
             reader.problem(entry_node, field, "matches nobody: list users, groups or both")
         if name is not None and mode is not None and (users or groups):
@@ -381,6 +382,7 @@ def _names(
     kind: str,
     field: str,
     settings: IdentitySettings | None,
+    known: tuple[str, frozenset[str]] | None,
     earlier: dict[tuple[str, str], tuple[str, int]],
 ) -> list[str]:
     if kind not in fields:
@@ -397,7 +399,6 @@ def _names(
             "member_of or search) or identity.trusted_header.groups",
         )
         return []
-    known = _known(settings, kind)
     names: list[str] = []
     for position, (item, text) in enumerate(items or ()):
         item_field = f"{field}.{kind}[{position}]"
