@@ -320,6 +320,13 @@ def test_another_addon_is_overruled(
     proxy.wait_for_log(logged)
 
 
+def start_reloading_fast(
+    launcher: ProxyLauncher, allowlist: Path, script: Path | str
+) -> MitmdumpProcess:
+    """The proxy checking its files every 0.2 s: a bad edit shows in the log at once."""
+    return launcher.start(allowlist, script=script, extra_args=FAST_RELOAD)
+
+
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_allowlist_replaced_by_a_fifo_fails_the_reload_and_never_hangs(
     proxy_launcher: ProxyLauncher,
@@ -328,11 +335,7 @@ def test_allowlist_replaced_by_a_fifo_fails_the_reload_and_never_hangs(
     chime_server: EchoServer,
     entry: str,
 ) -> None:
-    proxy = proxy_launcher.start(
-        allowlist,
-        script=entry_script(entry, shim),
-        extra_args=FAST_RELOAD,
-    )
+    proxy = start_reloading_fast(proxy_launcher, allowlist, entry_script(entry, shim))
     mark = proxy.mark()
     allowlist.unlink()
     os.mkfifo(allowlist)
@@ -365,11 +368,7 @@ def test_deeply_nested_edit_is_a_clean_failed_reload(
     chime_server: EchoServer,
     entry: str,
 ) -> None:
-    proxy = proxy_launcher.start(
-        allowlist,
-        script=entry_script(entry, shim),
-        extra_args=FAST_RELOAD,
-    )
+    proxy = start_reloading_fast(proxy_launcher, allowlist, entry_script(entry, shim))
     mark = proxy.mark()
     allowlist.write_text("apps: " + "[" * 50_000 + "\n")
     proxy.wait_for_log(r"reload failed.*\n.*nested more than 16 levels deep", since=mark)
